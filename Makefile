@@ -1,0 +1,40 @@
+# One command per job; identical locally and in CI (.ci/run calls `make test`).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt system-packages.txt 2>/dev/null | md5sum | cut -c1-10)
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps test test-slow lint style smoke bench demo clean
+
+install: $(STAMP)
+
+# Idempotent: installs missing Debian packages, creates the venv once, re-installs when the
+# dependency files change (the stamp name is their hash).
+$(STAMP): pyproject.toml constraints.txt system-packages.txt
+	bash scripts/install-system.sh system-packages.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,eval]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m "slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check jepatok tests
+	$(BIN)/ruff format --check jepatok tests
+
+style: install
+	$(BIN)/ruff format jepatok tests
+	$(BIN)/ruff check --fix jepatok tests
+
+bench: install
+	$(BIN)/jepatok bench
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

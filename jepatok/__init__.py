@@ -1,0 +1,13 @@
+"""jepatok: JEPA+DAAM speech tokenizer (arXiv 2512.07168) and speech-LM toolkit on the Hugging Face stack.
+
+Importing the package registers its classes with the transformers Auto classes.
+"""
+
+from .registration import register_auto_classes
+from .tokenizer import *  # noqa: F401,F403
+from .tokenizer import __all__ as _tokenizer_all
+
+__version__ = "0.1.0"
+__all__ = list(_tokenizer_all) + ["register_auto_classes", "__version__"]
+
+register_auto_classes()
