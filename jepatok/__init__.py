@@ -4,10 +4,18 @@ Importing the package registers its classes with the transformers Auto classes.
 """
 
 from .registration import register_auto_classes
+
+# [codec] public exports
 from .tokenizer import *  # noqa: F401,F403
-from .tokenizer import __all__ as _tokenizer_all
+from .tokenizer import __all__ as _codec_all
+
+# [tokenizer] public exports (JepaSpeechTokenizer, JepaSpeechProcessor, ...)
+_tokenizer_all: list[str] = []
+
+# [lm] public exports (speech LM builders, SpeechGenerationPipeline, ...)
+_lm_all: list[str] = []
 
 __version__ = "0.1.0"
-__all__ = list(_tokenizer_all) + ["register_auto_classes", "__version__"]
+__all__ = list(_codec_all) + _tokenizer_all + _lm_all + ["register_auto_classes", "__version__"]
 
 register_auto_classes()

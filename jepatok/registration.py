@@ -1,20 +1,38 @@
-"""Registration of jepatok classes with the transformers Auto classes (runs once, on `import jepatok`)."""
+"""Registration of jepatok classes with the transformers Auto classes (runs once, on `import jepatok`).
+
+Each area registers its own classes in its own section below; keep the sections separate.
+"""
 
 from __future__ import annotations
 
 _DONE = False
 
 
-def register_auto_classes() -> None:
-    """Register configs, models, feature extractors, tokenizers and processors. Idempotent."""
-    global _DONE
-    if _DONE:
-        return
+def _register_codec() -> None:
     from transformers import AutoConfig
 
     from .tokenizer.configuration import JepaCodecConfig
 
     AutoConfig.register(JepaCodecConfig.model_type, JepaCodecConfig, exist_ok=True)
-    # Further registrations (AutoModel, AutoFeatureExtractor, AutoTokenizer, AutoProcessor, pipelines)
-    # are added below by the modules that define those classes.
+    # [codec] AutoModel / AutoFeatureExtractor registrations go here.
+
+
+def _register_tokenizer() -> None:
+    # [tokenizer] AutoTokenizer / AutoProcessor registrations go here.
+    pass
+
+
+def _register_lm() -> None:
+    # [lm] pipeline task registrations go here.
+    pass
+
+
+def register_auto_classes() -> None:
+    """Register configs, models, feature extractors, tokenizers, processors and pipelines. Idempotent."""
+    global _DONE
+    if _DONE:
+        return
+    _register_codec()
+    _register_tokenizer()
+    _register_lm()
     _DONE = True
