@@ -14,7 +14,6 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt system-packages.txt
 	bash scripts/install-system.sh system-packages.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,eval,corpus]'
 	rm -f $(VENV)/.installed-*
 	touch $@
