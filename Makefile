@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml constraints.txt system-packages.txt
 	bash scripts/install-system.sh system-packages.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,eval,corpus]'
+	# [eval] resemblyzer without its sdist-only `webrtcvad` dependency (webrtcvad-wheels provides the module)
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps resemblyzer
 	rm -f $(VENV)/.installed-*
 	touch $@
 
