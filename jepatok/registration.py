@@ -9,12 +9,13 @@ _DONE = False
 
 
 def _register_codec() -> None:
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoModel
 
     from .tokenizer.configuration import JepaCodecConfig
+    from .tokenizer.modeling import JepaCodecModel
 
     AutoConfig.register(JepaCodecConfig.model_type, JepaCodecConfig, exist_ok=True)
-    # [codec] AutoModel / AutoFeatureExtractor registrations go here.
+    AutoModel.register(JepaCodecConfig, JepaCodecModel, exist_ok=True)
 
 
 def _register_tokenizer() -> None:

@@ -9,11 +9,34 @@ from .configuration import (
     JepaEncoderConfig,
     JepaPredictorConfig,
 )
+from .conformer import ConformerBlock
+from .daam import DaamGate
+from .decoder import JepaDecoder
+from .encoder import JepaEncoder, JepaEncoderOutput
 from .fsq import FiniteScalarQuantizer
+from .modeling import (
+    JepaCodecDecoderOutput,
+    JepaCodecEncoderOutput,
+    JepaCodecModel,
+    JepaCodecOutput,
+    JepaQuantizerOutput,
+    codec_identity,
+)
 from .packing import pack, unpack
 
 __all__ = [
+    "ConformerBlock",
     "DaamConfig",
+    "DaamGate",
+    "JepaCodecDecoderOutput",
+    "JepaCodecEncoderOutput",
+    "JepaCodecModel",
+    "JepaCodecOutput",
+    "JepaDecoder",
+    "JepaEncoder",
+    "JepaEncoderOutput",
+    "JepaQuantizerOutput",
+    "codec_identity",
     "DiscriminatorConfig",
     "FiniteScalarQuantizer",
     "FsqConfig",

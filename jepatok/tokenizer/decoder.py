@@ -1,0 +1,85 @@
+"""HiFi-GAN-style decoder of the JEPA codec (arXiv 2512.07168 Sec. 3; HiFi-GAN arXiv 2010.05646).
+
+    Conv1d(latent_dim -> C0, k1)
+    per block i: Snake -> ConvTranspose1d(k=2s, stride s, cropped to T*s) -> MRF (average of ResBlock1s)
+    Conv1d(C_last -> 1, k7) -> tanh                                       -> audio [B, 1, T * hop]
+
+No weight norm and no decoder DAAM, as in the authors' code. The transposed convolutions are cropped so T frames
+give exactly T * hop samples (the reference loses the last 0.384 s of every clip).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .configuration import JepaCodecConfig
+from .layers import (
+    DilatedConv1d,
+    MultiReceptiveField,
+    Snake,
+    UpsampleConvTranspose1d,
+    init_codec_weights,
+    receptive_field,
+)
+
+
+class DecoderBlock(nn.Module):
+    """Snake -> ConvTranspose1d(k=2s, stride s) -> MRF."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, kernel_sizes: list[int], dilations: list[int]):
+        super().__init__()
+        self.snake = Snake(in_ch)
+        self.upsample = UpsampleConvTranspose1d(in_ch, out_ch, stride)
+        self.mrf = MultiReceptiveField(out_ch, kernel_sizes, dilations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C_in, T] -> [B, C_out, T * s]
+        return self.mrf(self.upsample(self.snake(x)))
+
+
+class JepaDecoder(nn.Module):
+    """Latents (quantized) [B, T, D] -> waveform [B, 1, T * hop] in [-1, 1]; differentiable.
+
+    Args:
+        config (`JepaCodecConfig`): Uses `decoder_config` and `encoder_config.latent_dim`.
+    """
+
+    def __init__(self, config: JepaCodecConfig):
+        super().__init__()
+        dec = config.decoder_config
+        self.hop_length = dec.hop_length
+        self.in_proj = nn.Conv1d(config.encoder_config.latent_dim, dec.channels[0], kernel_size=1)
+        self.blocks = nn.ModuleList(
+            DecoderBlock(dec.channels[i], dec.channels[i + 1], s, dec.mrf_kernel_sizes, dec.mrf_dilations)
+            for i, s in enumerate(dec.strides)
+        )
+        self.out_conv = DilatedConv1d(dec.channels[-1], 1, dec.out_kernel_size)
+        self._receptive_frames = self._compute_receptive_frames(config)
+        init_codec_weights(self)
+
+    @staticmethod
+    def _compute_receptive_frames(config: JepaCodecConfig) -> int:
+        """Frames of context on each side that can influence an output sample (for chunked decoding)."""
+        dec = config.decoder_config
+        # Walk from the output back to the frames, measuring every convolution's span in output samples.
+        layers: list[tuple[int, int, int]] = [(dec.out_kernel_size, 1, 1)]
+        for s in reversed(dec.strides):
+            for k in dec.mrf_kernel_sizes:  # widest MRF branch dominates; include all for a safe bound
+                for d in dec.mrf_dilations:
+                    layers += [(k, d, 1), (k, 1, 1)]
+            layers.append((2, s, s))  # transposed conv: each output sample reads 2 inputs, s samples apart
+        span = receptive_field(layers)  # in output samples
+        return -(-span // dec.hop_length) + 1
+
+    @property
+    def receptive_frames(self) -> int:
+        return self._receptive_frames
+
+    def forward(self, quantized: torch.Tensor) -> torch.Tensor:
+        """quantized [B, T, D] -> audio [B, 1, T * hop]."""
+        if quantized.dim() != 3:
+            raise ValueError(f"decoder expects quantized latents [B, T, D], got {list(quantized.shape)}")
+        x = self.in_proj(quantized.transpose(1, 2).to(self.in_proj.weight.dtype))
+        for block in self.blocks:
+            x = block(x)
+        return torch.tanh(self.out_conv(x))
