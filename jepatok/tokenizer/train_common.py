@@ -1,0 +1,463 @@
+"""Shared scaffolding of the two codec training stages (arXiv 2512.07168): run config, recipes, Accelerate loop.
+
+* `TrainArgs` is the run config (kept apart from the architecture config saved with the weights): a
+  dataclass whose fields carry their help text, built from a recipe YAML (`inherit:` chains a base file and
+  overlays) plus `key=value` overrides, and written to `<output_dir>/run_config.yaml`.
+* `CodecTrainer` runs the loop both stages share: Accelerate (1..N processes, DDP by default), manual
+  gradient accumulation, clipping, warmup + cosine schedule, TensorBoard + `metrics.jsonl`, tqdm on the
+  main process, `accelerator.save_state` checkpoints in `<output_dir>/checkpoints/step_N` (written to a
+  partial directory and renamed when complete), exact resume from the newest one, and the final unwrapped
+  `JepaCodecModel.save_pretrained` in `<output_dir>/final`.
+
+Exact resume: model/optimizer/scheduler/RNG states come from `save_state`; the data position and counters
+from `trainer_state.json`; masks and augmentation are seeded from (seed, step/epoch, index, rank).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import torch
+import yaml
+
+from ..data.training_data import (
+    AudioBatch,
+    AudioCollator,
+    AudioTrainingDataset,
+    AugmentConfig,
+    BucketBatchSampler,
+    iterate_batches,
+    load_audio_source,
+)
+from .configuration import JepaCodecConfig
+
+STATE_FILE = "trainer_state.json"
+RUN_CONFIG_FILE = "run_config.yaml"
+
+
+def _f(default: Any, help: str, **kw) -> Any:
+    """A dataclass field with help text (mutable defaults through default_factory)."""
+    if isinstance(default, (dict, list)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class TrainArgs:
+    """Run configuration shared by both stages (paper values where the paper gives them)."""
+
+    # codec architecture
+    preset: str = _f("tiny", "codec preset: tiny | small | paper")
+    codec: dict = _f({}, "overrides passed to JepaCodecConfig.from_preset (sub-configs as nested dicts)")
+    # data
+    data_split: str = _f("train", "split (or sub-folder of an audio folder) to train on")
+    audio_column: str | None = _f(None, "audio column of an HF dataset (default: first Audio feature)")
+    crop_seconds: float = _f(15.0, "random crop length in seconds (paper: 15)")
+    min_seconds: float = _f(0.0, "drop clips shorter than this (s)")
+    min_pad_seconds: float = _f(1.6, "pad each batch to at least this length (s); paper: 1.6")
+    gain_prob: float = _f(0.3, "probability of a random gain")
+    gain_min: float = _f(0.8, "lower bound of the random gain")
+    gain_max: float = _f(1.2, "upper bound of the random gain")
+    noise_prob: float = _f(0.2, "probability of additive Gaussian noise")
+    noise_std: float = _f(1e-3, "std of the additive noise")
+    bucket: bool = _f(True, "length bucketing of batches")
+    num_workers: int = _f(0, "DataLoader worker processes")
+    # optimisation
+    seed: int = _f(0, "seed of initialisation, data order, masks and augmentation")
+    max_steps: int = _f(24000, "optimizer steps (sets the cosine schedule length)")
+    batch_size: int = _f(32, "clips per process per micro-batch")
+    grad_accum: int = _f(1, "micro-batches per optimizer step")
+    lr: float = _f(1.5e-4, "peak learning rate")
+    weight_decay: float = _f(1e-3, "AdamW weight decay")
+    adam_beta1: float = _f(0.8, "AdamW beta1")
+    adam_beta2: float = _f(0.99, "AdamW beta2")
+    warmup_steps: int = _f(1000, "linear warmup steps")
+    min_lr_ratio: float = _f(0.0, "final lr of the cosine decay as a fraction of lr")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
+    mixed_precision: str = _f("no", "no | bf16 | fp16 (fp16 needs CUDA; uses a grad scaler)")
+    # logging and checkpoints
+    log_every: int = _f(50, "log metrics every N steps")
+    save_every: int = _f(1000, "save a resumable checkpoint every N steps (and at the end)")
+    keep_checkpoints: int = _f(3, "checkpoints kept (oldest deleted; 0 = keep all)")
+    tracker: str = _f("tensorboard", "tensorboard | none")
+    halt_after_steps: int | None = _f(None, "stop after this step as if killed (tests, time-boxed jobs)")
+
+    def __post_init__(self):
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be no | bf16 | fp16, got {self.mixed_precision!r}")
+        if self.tracker not in ("tensorboard", "none"):
+            raise ValueError(f"tracker must be tensorboard | none, got {self.tracker!r}")
+        for name in ("max_steps", "batch_size", "grad_accum", "log_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {self.warmup_steps}, {self.min_lr_ratio}")
+
+    def codec_config(self) -> JepaCodecConfig:
+        return JepaCodecConfig.from_preset(self.preset, **self.codec)
+
+    def augment(self) -> AugmentConfig | None:
+        if self.gain_prob <= 0 and self.noise_prob <= 0:
+            return None
+        return AugmentConfig(self.gain_prob, (self.gain_min, self.gain_max), self.noise_prob, self.noise_std)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Recipes: YAML with `inherit:` + key=value overrides
+# ----------------------------------------------------------------------------------------------------
+def recipes_dir() -> Path:
+    """`$JEPATOK_RECIPES` or the repository's `recipes/` folder."""
+    env = os.environ.get("JEPATOK_RECIPES")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "recipes"
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_recipe(path: str | os.PathLike, _seen: tuple = ()) -> dict:
+    """Load a recipe YAML, resolving `inherit:` (a path or list of paths relative to the file) first."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ValueError(f"recipe inheritance cycle through {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe file {str(path)!r} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"recipe {path} must be a mapping of keys to values, got {type(data).__name__}")
+    parents = data.pop("inherit", None) or []
+    merged: dict = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        merged = _deep_merge(merged, read_recipe(path.parent / parent, _seen + (path,)))
+    return _deep_merge(merged, data)
+
+
+def resolve_recipe(name_or_path: str, stage: str) -> Path:
+    """A YAML path as given, or `recipes/<stage>/<name>.yaml`."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    candidate = recipes_dir() / stage / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        known = sorted(q.stem for q in (recipes_dir() / stage).glob("*.yaml") if q.stem != "base")
+        raise ValueError(f"unknown {stage} recipe {name_or_path!r}; choose one of {known} or pass a YAML path")
+    return candidate
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """["a=1", "codec.daam_config.enabled=false"] -> nested dict; values parsed as YAML scalars/lists."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"override {pair!r} must look like key=value")
+        key, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else None
+        parts = key.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {pair!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = value
+    return out
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    text = str(hint)
+    if value is None:
+        return None
+    if hint is float or text in ("float", "float | None"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if hint is int or text in ("int", "int | None"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    if hint is bool and not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def build_args(cls: type[TrainArgs], values: dict) -> TrainArgs:
+    """Instantiate `cls` from a dict, rejecting unknown keys and coercing numbers."""
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown run-config keys {unknown}; valid keys: {sorted(names)}")
+    return cls(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
+
+
+def load_args(cls: type[TrainArgs], recipe: str, stage: str, overrides: list[str] | None = None, **cli) -> TrainArgs:
+    """Recipe YAML -> merged with `key=value` overrides and explicit CLI values (not None) -> `cls`."""
+    values = read_recipe(resolve_recipe(recipe, stage))
+    values = _deep_merge(values, parse_overrides(overrides or []))
+    values.update({k: v for k, v in cli.items() if v is not None})
+    return build_args(cls, values)
+
+
+def write_yaml_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Schedules and checkpoints
+# ----------------------------------------------------------------------------------------------------
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
+    """LR multiplier: linear 0 -> 1 over `warmup` steps, then cosine to `min_ratio` at `total`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints `checkpoints/step_N` sorted by N (partial `.step_N` dirs are ignored)."""
+    root = Path(output_dir) / "checkpoints"
+    out = []
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit():
+                out.append((int(p.name[5:]), p))
+    return sorted(out)
+
+
+def newest_checkpoint(output_dir: str | os.PathLike) -> Path:
+    ckpts = list_checkpoints(output_dir)
+    if not ckpts:
+        raise FileNotFoundError(
+            f"--resume given but {str(Path(output_dir) / 'checkpoints')!r} holds no step_N checkpoint"
+        )
+    return ckpts[-1][1]
+
+
+@dataclass
+class TrainerState:
+    """Counters saved next to each checkpoint (`trainer_state.json`)."""
+
+    step: int = 0
+    micro_batches: int = 0  # per-process micro-batches consumed (the data position)
+    audio_seconds: float = 0.0  # audio seen by all processes
+    extra: dict = field(default_factory=dict)
+
+
+def _unwrap_mod(module):
+    return getattr(module, "module", module)
+
+
+class CodecTrainer:
+    """Loop shared by stage 1 and stage 2. Subclasses implement `build`, `train_step`, `final_model`.
+
+    Args:
+        args (`TrainArgs`): Run config.
+        data (`str`): Audio folder, saved dataset directory or HF dataset name.
+        output_dir (`str`): Run directory.
+        resume (`bool`, defaults to False): Continue from the newest checkpoint (required if one exists).
+    """
+
+    stage = "stage"
+
+    def __init__(self, args: TrainArgs, data: str, output_dir: str | os.PathLike, resume: bool = False):
+        self.args = args
+        self.data = data
+        self.output_dir = Path(output_dir)
+        self.resume = resume
+        self.state = TrainerState()
+        self.config = args.codec_config()
+
+    # -- to implement ----------------------------------------------------------------------------------
+    def build(self) -> None:  # create and `accelerator.prepare` modules and optimizers
+        raise NotImplementedError
+
+    def train_step(self, batches: list[AudioBatch]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def final_model(self):  # the unwrapped JepaCodecModel to save_pretrained
+        raise NotImplementedError
+
+    def extra_logs(self) -> dict[str, float]:
+        return {}
+
+    def on_step_end(self) -> None:
+        pass
+
+    # -- helpers for subclasses -------------------------------------------------------------------------
+    def make_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        a = self.args
+        return torch.optim.AdamW(params, lr=lr, betas=(a.adam_beta1, a.adam_beta2), weight_decay=a.weight_decay)
+
+    def make_scheduler(self, optimizer, total: int | None = None, warmup: int | None = None):
+        """Warmup + cosine LambdaLR over `total` steps (default max_steps); registered for checkpointing."""
+        a = self.args
+        total = a.max_steps if total is None else total
+        warmup = a.warmup_steps if warmup is None else warmup
+        opt = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside AcceleratedOptimizer
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, total, a.min_lr_ratio))
+        self.accelerator.register_for_checkpointing(sched)
+        return sched
+
+    def sync_context(self, model, micro: int, n: int):
+        """Context for the forward *and* backward of micro-batch `micro` of `n`: DDP all-reduces only on the
+        last one (DDP decides at forward time, so the forward must run inside it too)."""
+        return self.accelerator.no_sync(model) if micro < n - 1 else nullcontext()
+
+    def clip(self, params) -> float:
+        if self.args.max_grad_norm > 0:
+            return float(self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm))
+        return float("nan")
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def _make_accelerator(self):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+        a = self.args
+        if a.mixed_precision == "fp16" and not torch.cuda.is_available():
+            raise ValueError("mixed_precision=fp16 needs a CUDA device; use bf16 or no on CPU")
+        project = ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs"))
+        return Accelerator(
+            mixed_precision=a.mixed_precision,
+            log_with=None if a.tracker == "none" else a.tracker,
+            project_config=project,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
+        )
+
+    def _data(self):
+        a, acc = self.args, self.accelerator
+        source = load_audio_source(self.data, a.data_split, a.audio_column, a.min_seconds)
+        self.sampling_rate = self.config.sampling_rate
+        dataset = AudioTrainingDataset(source, self.sampling_rate, a.crop_seconds, a.augment(), a.seed)
+        sampler = BucketBatchSampler(
+            dataset.lengths(), a.batch_size, acc.num_processes, acc.process_index, a.seed, a.bucket
+        )
+        collator = AudioCollator(self.config.hop_length, int(a.min_pad_seconds * self.sampling_rate))
+        return dataset, sampler, collator
+
+    def save_checkpoint(self) -> Path:
+        acc = self.accelerator
+        root = self.output_dir / "checkpoints"
+        final = root / f"step_{self.state.step}"
+        partial = root / f".step_{self.state.step}.partial"
+        if acc.is_main_process and partial.exists():
+            shutil.rmtree(partial)
+        acc.wait_for_everyone()
+        acc.save_state(str(partial))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            write_json_atomic(partial / STATE_FILE, dataclasses.asdict(self.state))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(partial, final)
+            keep = self.args.keep_checkpoints
+            if keep > 0:
+                for _, old in list_checkpoints(self.output_dir)[:-keep]:
+                    shutil.rmtree(old)
+        acc.wait_for_everyone()
+        return final
+
+    def load_checkpoint(self, path: Path) -> None:
+        state_file = path / STATE_FILE
+        if not state_file.is_file():
+            raise ValueError(f"checkpoint {str(path)!r} is incomplete: {STATE_FILE} is missing")
+        try:
+            state = json.loads(state_file.read_text())
+            self.accelerator.load_state(str(path))
+        except Exception as err:  # re-raised: a damaged checkpoint must stop the run, never restart it
+            raise ValueError(f"checkpoint {str(path)!r} is corrupt or does not match this run: {err}") from err
+        self.state = TrainerState(**state)
+
+    def run(self) -> Path | None:
+        """Train; returns the `final` directory (None when stopped early by `halt_after_steps`)."""
+        from accelerate.utils import set_seed
+        from tqdm.auto import tqdm
+
+        a = self.args
+        existing = list_checkpoints(self.output_dir)
+        if existing and not self.resume:
+            raise FileExistsError(
+                f"{str(self.output_dir)!r} already holds checkpoints (newest step {existing[-1][0]}); "
+                "pass --resume to continue it or choose another --output-dir"
+            )
+        resume_from = newest_checkpoint(self.output_dir) if self.resume else None
+        self.accelerator = acc = self._make_accelerator()
+        set_seed(a.seed)  # identical initialisation on every process
+        dataset, sampler, collator = self._data()
+        self.build()
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+            acc.print(f"resumed from {resume_from} at step {self.state.step}")
+        if acc.is_main_process:
+            write_yaml_atomic(self.output_dir / RUN_CONFIG_FILE, {"stage": self.stage, "data": str(self.data), **a.to_dict()})
+            write_json_atomic(self.output_dir / "codec_config.json", self.config.to_dict())
+        if a.tracker != "none":
+            flat = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v)) for k, v in a.to_dict().items()}
+            acc.init_trackers(self.stage, config=flat)
+        stream = iterate_batches(dataset, sampler, collator, self.state.micro_batches, a.num_workers)
+        bar = tqdm(total=a.max_steps, initial=self.state.step, disable=not acc.is_local_main_process, desc=self.stage)
+        metrics_path = self.output_dir / "metrics.jsonl"
+        t0, seconds0, step0 = time.perf_counter(), self.state.audio_seconds, self.state.step
+        while self.state.step < a.max_steps:
+            batches = [next(stream)[1].to(acc.device) for _ in range(a.grad_accum)]
+            metrics = self.train_step(batches)
+            local_seconds = sum(b.num_samples for b in batches) / self.sampling_rate
+            self.state.step += 1
+            self.state.micro_batches += a.grad_accum
+            self.state.audio_seconds += local_seconds * acc.num_processes
+            self.on_step_end()
+            bar.update(1)
+            if self.state.step % a.log_every == 0 or self.state.step == a.max_steps:
+                elapsed = time.perf_counter() - t0
+                metrics = {**metrics, **self.extra_logs()}
+                metrics["audio_seconds_per_second"] = (self.state.audio_seconds - seconds0) / max(elapsed, 1e-9)
+                metrics["steps_per_second"] = (self.state.step - step0) / max(elapsed, 1e-9)
+                acc.log(metrics, step=self.state.step)
+                if acc.is_main_process:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k.endswith("loss")})
+                    with open(metrics_path, "a") as fh:
+                        fh.write(json.dumps({"step": self.state.step, **metrics}) + "\n")
+            if self.state.step % a.save_every == 0 or self.state.step == a.max_steps:
+                self.save_checkpoint()
+            if a.halt_after_steps is not None and self.state.step >= a.halt_after_steps:
+                bar.close()
+                acc.end_training()
+                return None
+        bar.close()
+        final_dir = self.output_dir / "final"
+        acc.wait_for_everyone()
+        if acc.is_main_process:  # written beside and renamed into place: never a half-written final/
+            partial = self.output_dir / ".final.partial"
+            if partial.exists():
+                shutil.rmtree(partial)
+            self.final_model().save_pretrained(str(partial))
+            if final_dir.exists():
+                shutil.rmtree(final_dir)
+            os.replace(partial, final_dir)
+        acc.wait_for_everyone()
+        acc.end_training()
+        return final_dir
