@@ -10,7 +10,10 @@ from .tokenizer import *  # noqa: F401,F403
 from .tokenizer import __all__ as _codec_all
 
 # [tokenizer] public exports (JepaSpeechTokenizer, JepaSpeechProcessor, ...)
-_tokenizer_all: list[str] = []
+from .tokenizer.processing import JepaSpeechProcessor
+from .tokenizer.tokenization import JepaSpeechTokenizer
+
+_tokenizer_all: list[str] = ["JepaSpeechTokenizer", "JepaSpeechProcessor"]
 
 # [lm] public exports (speech LM builders, SpeechGenerationPipeline, ...)
 _lm_all: list[str] = []

@@ -9,18 +9,29 @@ _DONE = False
 
 
 def _register_codec() -> None:
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
     from .tokenizer.configuration import JepaCodecConfig
+    from .tokenizer.feature_extraction import JepaCodecFeatureExtractor
     from .tokenizer.modeling import JepaCodecModel
 
     AutoConfig.register(JepaCodecConfig.model_type, JepaCodecConfig, exist_ok=True)
     AutoModel.register(JepaCodecConfig, JepaCodecModel, exist_ok=True)
+    AutoFeatureExtractor.register(JepaCodecConfig, JepaCodecFeatureExtractor, exist_ok=True)
 
 
 def _register_tokenizer() -> None:
     # [tokenizer] AutoTokenizer / AutoProcessor registrations go here.
-    pass
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from .tokenizer.configuration import JepaCodecConfig
+    from .tokenizer.processing import JepaSpeechProcessor
+    from .tokenizer.tokenization import JepaSpeechTokenizer
+
+    # Keyed by the codec config: AutoTokenizer/AutoProcessor then find the classes by the names saved in
+    # tokenizer_config.json / processor_config.json (a tokenizer folder holds no top-level config.json).
+    AutoTokenizer.register(JepaCodecConfig, tokenizer_class=JepaSpeechTokenizer, exist_ok=True)
+    AutoProcessor.register(JepaCodecConfig, JepaSpeechProcessor, exist_ok=True)
 
 
 def _register_lm() -> None:

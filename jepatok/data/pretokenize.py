@@ -1,0 +1,562 @@
+"""Pre-tokenization: an audio dataset -> JEPA codec tokens (arXiv 2512.07168) with `datasets.map`, resumable.
+
+`pretokenize_batch` is the top-level, batched, pure map function (state via `fn_kwargs`: the codec folder,
+loaded once per worker process and cached). `pretokenize_dataset` runs it shard by shard: each shard is
+saved on its own (atomically) under `<out>.partial/`, so an interrupted run resumes without lost or
+duplicated rows, and the shards are concatenated in order at the end. Every map call gets an explicit
+`new_fingerprint` derived from the codec identity, the source fingerprint and the settings.
+
+Workers: `num_proc > 1` forks CPU workers (rows come back in order, so the result equals `num_proc=1`);
+on GPUs run one process per device with `accelerate launch -m jepatok.cli pretokenize ...`: rank r takes
+shards r, r + W, ... on its own device (no CUDA fork), and the main process concatenates.
+
+The output (`save_to_disk`) has columns `audio_codes` [T][G] ints, `text`, `speaker`, `file_name`,
+`duration`; its `info.description` holds a versioned JSON header with the codec identity, read back with
+`read_codec_identity` and enforced with `check_codec_identity`. Files that fail to decode are skipped and
+listed with their reason in the summary and in `<out>/pretokenize_report.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import resource
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from .audio import AudioReadError, load_audio, resample, to_mono
+
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+HEADER_KEY = "jepatok_pretokenized"
+REPORT_FILE = "pretokenize_report.json"
+_CODECS: dict[tuple[str, str], Any] = {}  # (codec_dir, device) -> (codec, feature_extractor), per process
+
+
+def _load_codec(codec_dir: str, device: str):
+    key = (str(codec_dir), str(device))
+    if key not in _CODECS:
+        from ..tokenizer.feature_extraction import JepaCodecFeatureExtractor
+        from ..tokenizer.modeling import JepaCodecModel
+
+        codec = JepaCodecModel.from_pretrained(codec_dir).eval().to(device)
+        _CODECS[key] = (codec, JepaCodecFeatureExtractor.from_codec_config(codec.config))
+    return _CODECS[key]
+
+
+def _decode_entry(entry: Any, sampling_rate: int) -> np.ndarray:
+    """An undecoded Audio cell ({"path", "bytes"}) -> mono float32 at `sampling_rate`; AudioReadError if unreadable."""
+    if not isinstance(entry, dict):
+        raise AudioReadError(f"audio cell must be a dict with path/bytes, got {type(entry).__name__}")
+    if entry.get("bytes"):
+        try:
+            audio, sr = sf.read(io.BytesIO(entry["bytes"]), dtype="float32", always_2d=False)
+        except Exception as err:  # soundfile raises several types
+            raise AudioReadError(f"cannot decode embedded audio bytes: {err}") from err
+        audio = to_mono(audio)
+        if audio.size == 0:
+            raise AudioReadError("embedded audio holds no samples")
+        audio = resample(audio, int(sr), sampling_rate)
+    elif entry.get("path"):
+        audio, _ = load_audio(entry["path"], target_sr=sampling_rate)
+    else:
+        raise AudioReadError("audio cell has neither bytes nor path")
+    if not np.isfinite(audio).all():
+        raise AudioReadError("audio holds NaN or infinite samples")
+    return audio
+
+
+def pretokenize_batch(
+    batch: dict[str, list],
+    codec_dir: str,
+    audio_column: str = "audio",
+    device: str = "cpu",
+    encode_batch_size: int = 8,
+    chunk_length_s: float | None = None,
+    num_threads: int | None = None,
+) -> dict[str, list]:
+    """Batched `datasets.map` function: audio cells -> `audio_codes` [T][G], `duration` (s), `error` ("" if ok).
+
+    Args:
+        batch: Columns of a batch; `batch[audio_column]` holds undecoded Audio cells.
+        codec_dir: Folder of a saved `JepaCodecModel` (loaded once per process).
+        audio_column: Name of the audio column.
+        device: Torch device for the codec.
+        encode_batch_size: Clips per codec call (sorted by length; padding never changes codes).
+        chunk_length_s: Encode long clips in windows of this many seconds (`JepaCodecModel.encode`).
+        num_threads: torch intra-op threads in this worker (set when several workers share the CPU).
+    """
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+    codec, fe = _load_codec(codec_dir, device)
+    rate = int(codec.config.sampling_rate)
+    cells = batch[audio_column]
+    codes: list[list[list[int]]] = [[] for _ in cells]
+    durations = [0.0] * len(cells)
+    errors = [""] * len(cells)
+    waves: dict[int, np.ndarray] = {}
+    for i, cell in enumerate(cells):
+        try:
+            waves[i] = _decode_entry(cell, rate)
+            durations[i] = len(waves[i]) / rate
+        except (AudioReadError, FileNotFoundError, ValueError) as err:
+            errors[i] = str(err)
+    order = sorted(waves, key=lambda i: len(waves[i]))
+    with torch.inference_mode():
+        for start in range(0, len(order), encode_batch_size):
+            idx = order[start : start + encode_batch_size]
+            feats = fe([waves[i] for i in idx], sampling_rate=rate, return_tensors="pt")
+            enc = codec.encode(
+                feats["input_values"].to(device),
+                feats["padding_mask"].to(device),
+                chunk_length_s=chunk_length_s,
+            )
+            for row, i in enumerate(idx):
+                codes[i] = enc.audio_codes[row][enc.frame_mask[row].bool()].long().cpu().tolist()
+    return {"audio_codes": codes, "duration": durations, "error": errors}
+
+
+# --- codec identity in the dataset info --------------------------------------------------------------
+def _header(identity: dict, source: str, settings: dict) -> str:
+    return json.dumps(
+        {
+            HEADER_KEY: {
+                "format_version": FORMAT_VERSION,
+                "codec_identity": identity,
+                "source": source,
+                "settings": settings,
+            }
+        },
+        sort_keys=True,
+    )
+
+
+def read_header(dataset_or_dir: Any) -> dict:
+    """The versioned jepatok header of a pre-tokenized dataset (Dataset, DatasetDict or save_to_disk folder)."""
+    import datasets
+
+    ds = dataset_or_dir
+    if isinstance(ds, (str, os.PathLike)):
+        if not Path(ds).is_dir():
+            raise FileNotFoundError(f"pre-tokenized dataset folder {str(ds)!r} does not exist")
+        ds = datasets.load_from_disk(str(ds))
+    if isinstance(ds, datasets.DatasetDict):
+        ds = next(iter(ds.values()))
+    try:
+        header = json.loads(ds.info.description or "")[HEADER_KEY]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(
+            "this dataset carries no jepatok codec identity (not written by `jepatok pretokenize`)"
+        ) from None
+    if header.get("format_version") not in SUPPORTED_VERSIONS:
+        raise ValueError(
+            f"pre-tokenized format_version {header.get('format_version')!r} is not supported (supported: {SUPPORTED_VERSIONS})"
+        )
+    return header
+
+
+def read_codec_identity(dataset_or_dir: Any) -> dict:
+    """The codec identity (`codec_identity(codec)` dict) a pre-tokenized dataset was made with."""
+    return dict(read_header(dataset_or_dir)["codec_identity"])
+
+
+def check_codec_identity(dataset_or_dir: Any, tokenizer_or_identity: Any) -> None:
+    """Raise ValueError unless the dataset's codec equals the tokenizer's (or identity dict's / codec's).
+
+    Args:
+        dataset_or_dir: Pre-tokenized Dataset/DatasetDict or its folder.
+        tokenizer_or_identity: A `JepaSpeechTokenizer`, a `JepaCodecModel` or a codec identity dict.
+    """
+    expected = tokenizer_or_identity
+    if hasattr(expected, "codec_identity") and isinstance(expected.codec_identity, dict):
+        expected = expected.codec_identity
+    elif not isinstance(expected, dict):
+        from ..tokenizer.modeling import codec_identity
+
+        expected = codec_identity(expected)
+    found = read_codec_identity(dataset_or_dir)
+    for key in ("config_hash", "weights_hash"):
+        if found.get(key) != expected.get(key):
+            raise ValueError(
+                f"codec mismatch: the dataset was tokenized with {key} {found.get(key)} but the tokenizer's codec "
+                f"has {key} {expected.get(key)}; re-run `jepatok pretokenize` with this codec"
+            )
+
+
+# --- resumable, sharded driver ----------------------------------------------------------------------
+@dataclass
+class PretokenizeReport:
+    """Summary of a run (also written to `<out>/pretokenize_report.json`)."""
+
+    rows: int = 0
+    kept: int = 0
+    audio_seconds: float = 0.0
+    frames: int = 0
+    tokens: int = 0
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    resumed_shards: int = 0
+    skipped: list[dict] = field(default_factory=list)  # [{"file_name", "reason"}]
+
+    @property
+    def audio_hours(self) -> float:
+        return self.audio_seconds / 3600.0
+
+    @property
+    def audio_hours_per_cpu_hour(self) -> float:
+        return self.audio_seconds / self.cpu_seconds if self.cpu_seconds > 0 else float("nan")
+
+    def summary(self) -> str:
+        lines = [
+            f"rows: {self.rows} ({self.kept} tokenized, {len(self.skipped)} skipped; {self.resumed_shards} shards reused)",
+            f"audio: {self.audio_hours:.4f} h ({self.audio_seconds:.1f} s)",
+            f"tokens: {self.tokens} in {self.frames} frames "
+            f"({self.tokens / self.audio_seconds if self.audio_seconds else 0:.1f} tokens per audio second)",
+            f"speed: {self.tokens / self.wall_seconds if self.wall_seconds else 0:.1f} tokens/s wall, "
+            f"{self.audio_seconds / self.wall_seconds if self.wall_seconds else 0:.2f}x real time, "
+            f"{self.audio_hours_per_cpu_hour:.2f} audio hours per CPU hour",
+        ]
+        for item in self.skipped[:20]:
+            lines.append(f"skipped {item['file_name']}: {item['reason']}")
+        if len(self.skipped) > 20:
+            lines.append(f"... and {len(self.skipped) - 20} more skipped files (see {REPORT_FILE})")
+        return "\n".join(lines)
+
+
+def _cpu_seconds() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_fingerprint(identity: dict, source_fingerprint: str, settings: dict) -> str:
+    """Deterministic id of a run: codec identity + source + settings that change the output."""
+    blob = json.dumps(
+        [identity["config_hash"], identity["weights_hash"], source_fingerprint, settings, FORMAT_VERSION],
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _save_atomic(dataset, target: Path) -> None:
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dataset.save_to_disk(str(tmp))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def pretokenize_dataset(
+    dataset,
+    codec_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    audio_column: str = "audio",
+    num_proc: int = 1,
+    batch_size: int = 16,
+    encode_batch_size: int = 8,
+    shard_rows: int = 256,
+    device: str | None = None,
+    chunk_length_s: float | None = None,
+    source: str = "",
+    overwrite: bool = False,
+):
+    """Tokenize `dataset` with the codec in `codec_dir`; returns (Dataset, PretokenizeReport).
+
+    Args:
+        dataset: A Dataset with an undecoded Audio column (see `jepatok.data.sources.load_source`).
+        codec_dir: Folder of a saved `JepaCodecModel`.
+        out_dir: Where to `save_to_disk` the result; shards of an unfinished run are kept in
+            `<out_dir>.partial/` and reused. `None` keeps everything in memory (no resume).
+        audio_column: Audio column name.
+        num_proc: CPU worker processes for `datasets.map` (forced to 1 on CUDA; use accelerate launch).
+        batch_size: Rows per map batch.
+        encode_batch_size: Clips per codec call.
+        shard_rows: Rows per resumable shard.
+        device: Codec device (default: the accelerate process's device, else "cpu").
+        chunk_length_s: Encode long clips in windows of this many seconds.
+        source: Human-readable source name stored in the header.
+        overwrite: Replace an existing `out_dir` made by a different run (same run: reused as is).
+    """
+    import datasets
+    from accelerate import PartialState
+
+    from ..tokenizer.modeling import JepaCodecModel, codec_identity
+
+    if not isinstance(num_proc, int) or num_proc < 1:
+        raise ValueError(f"num_proc must be a positive integer, got {num_proc!r}")
+    if not isinstance(shard_rows, int) or shard_rows < 1:
+        raise ValueError(f"shard_rows must be a positive integer, got {shard_rows!r}")
+    if audio_column not in dataset.column_names:
+        raise ValueError(f"audio column {audio_column!r} not in the dataset's columns {dataset.column_names}")
+    if len(dataset) == 0:
+        raise ValueError("the dataset has no rows to pre-tokenize")
+    state = PartialState()
+    device = str(device or state.device)
+    if device.startswith("cuda"):
+        num_proc = 1  # never fork a process that holds CUDA: one process per GPU (accelerate launch) instead
+    codec_dir = str(codec_dir)
+    identity = codec_identity(JepaCodecModel.from_pretrained(codec_dir))
+    settings = {"audio_column": audio_column, "chunk_length_s": chunk_length_s, "shard_rows": shard_rows}
+    fingerprint = run_fingerprint(identity, dataset._fingerprint, settings)
+    num_shards = -(-len(dataset) // shard_rows)
+    if out_dir is not None and Path(out_dir).exists():
+        done = Path(out_dir) / REPORT_FILE
+        previous = json.loads(done.read_text()) if done.is_file() else {}
+        if previous.get("fingerprint") == fingerprint:  # same codec, source and settings: nothing to do
+            previous.pop("fingerprint")
+            return datasets.load_from_disk(str(out_dir)), PretokenizeReport(**previous)
+        if not (Path(out_dir) / "dataset_info.json").is_file() and any(Path(out_dir).iterdir()):
+            raise FileExistsError(
+                f"{str(out_dir)!r} exists and is not a pre-tokenized dataset; refusing to replace it"
+            )
+        if not overwrite:
+            raise FileExistsError(
+                f"{str(out_dir)!r} exists and was not made by this run (other codec, source or settings); "
+                "pass overwrite=True (--overwrite) to replace it"
+            )
+    work = Path(f"{out_dir}.partial") if out_dir is not None else None
+    if work is not None and state.is_main_process:
+        manifest = work / "manifest.json"
+        if work.exists() and (
+            not manifest.is_file() or json.loads(manifest.read_text())["fingerprint"] != fingerprint
+        ):
+            shutil.rmtree(work)  # leftovers of a different run (other codec, source or settings)
+        work.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps({"fingerprint": fingerprint, "num_shards": num_shards}))
+    state.wait_for_everyone()
+
+    fn_kwargs = {
+        "codec_dir": codec_dir,
+        "audio_column": audio_column,
+        "device": device,
+        "encode_batch_size": encode_batch_size,
+        "chunk_length_s": chunk_length_s,
+        "num_threads": max(1, (os.cpu_count() or 1) // num_proc) if num_proc > 1 else None,
+    }
+    report = PretokenizeReport(rows=len(dataset))
+    wall0, cpu0 = time.perf_counter(), _cpu_seconds()
+    shards: list[Any] = [None] * num_shards
+    mine = range(state.process_index, num_shards, state.num_processes)
+    for i in mine:
+        target = work / f"shard-{i:05d}-of-{num_shards:05d}" if work is not None else None
+        if target is not None and target.is_dir():
+            shards[i] = datasets.load_from_disk(str(target))
+            report.resumed_shards += 1
+            continue
+        part = dataset.shard(num_shards, i, contiguous=True)
+        shard_fp = hashlib.sha256(f"{fingerprint}-{i}-{num_shards}".encode()).hexdigest()[:32]
+        mapped = part.map(
+            pretokenize_batch,
+            batched=True,
+            batch_size=batch_size,
+            fn_kwargs=fn_kwargs,
+            num_proc=num_proc if len(part) >= num_proc > 1 else None,
+            remove_columns=[audio_column],
+            new_fingerprint=shard_fp,
+            desc=f"pretokenize shard {i + 1}/{num_shards}",
+        )
+        if target is not None:
+            _save_atomic(mapped, target)
+            mapped = datasets.load_from_disk(str(target))
+        shards[i] = mapped
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None, report
+    if work is not None:  # shards done by other ranks
+        for i in range(num_shards):
+            if shards[i] is None:
+                shards[i] = datasets.load_from_disk(str(work / f"shard-{i:05d}-of-{num_shards:05d}"))
+    full = datasets.concatenate_datasets(shards)
+    errors = full["error"]
+    names = full["file_name"] if "file_name" in full.column_names else [str(i) for i in range(len(full))]
+    report.skipped = [{"file_name": n, "reason": e} for n, e in zip(names, errors) if e]
+    kept = full.filter(lambda e: not e, input_columns="error", new_fingerprint=f"{fingerprint}-kept")
+    kept = kept.remove_columns("error")
+    durations = kept["duration"]
+    report.kept = len(kept)
+    report.audio_seconds = float(sum(durations))
+    report.frames = int(sum(len(c) for c in kept["audio_codes"]))
+    report.tokens = report.frames * int(identity["tokens_per_frame"])
+    report.wall_seconds = time.perf_counter() - wall0
+    report.cpu_seconds = _cpu_seconds() - cpu0
+    info = kept.info.copy()
+    info.description = _header(identity, source, settings)
+    kept = datasets.Dataset(kept.data, info=info, fingerprint=f"{fingerprint}-final")
+    if out_dir is not None:
+        out = Path(out_dir)
+        _save_atomic(kept, out)
+        tmp = out / f".{REPORT_FILE}.tmp"
+        tmp.write_text(json.dumps({**asdict(report), "fingerprint": fingerprint}, indent=2))
+        os.replace(tmp, out / REPORT_FILE)
+        shutil.rmtree(work, ignore_errors=True)
+        kept = datasets.load_from_disk(str(out))
+    return kept, report
+
+
+# --- command line ------------------------------------------------------------------------------------
+def add_arguments(parser) -> None:
+    """`jepatok pretokenize` options."""
+    parser.add_argument(
+        "--codec", help="folder of a saved JepaCodecModel (or a JepaSpeechTokenizer folder with codec/)"
+    )
+    parser.add_argument(
+        "--data",
+        help="audio folder, LibriSpeech/LibriTTS/LJSpeech folder, save_to_disk folder or HF dataset name",
+    )
+    parser.add_argument("--out", help="output folder (datasets save_to_disk)")
+    parser.add_argument("--split", default=None, help="split (sub-folder / DatasetDict key / Hub split)")
+    parser.add_argument("--audio-column", default=None, help="audio column of an HF dataset (auto-detected)")
+    parser.add_argument("--text-column", default=None, help="text column of an HF dataset (auto-detected)")
+    parser.add_argument(
+        "--num-proc", type=int, default=1, help="CPU worker processes (datasets.map num_proc)"
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="rows per map batch")
+    parser.add_argument("--encode-batch-size", type=int, default=8, help="clips per codec call")
+    parser.add_argument("--shard-rows", type=int, default=256, help="rows per resumable shard")
+    parser.add_argument(
+        "--device", default=None, help="codec device (default: accelerate's device for this process)"
+    )
+    parser.add_argument(
+        "--chunk-length-s", type=float, default=None, help="encode long clips in windows of N seconds"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --out when it holds a different run"
+    )
+    parser.add_argument(
+        "--benchmark", action="store_true", help="measure throughput on synthetic audio and exit"
+    )
+    parser.add_argument(
+        "--bench-preset", default="small", help="codec preset for --benchmark without --codec"
+    )
+    parser.add_argument("--bench-clips", type=int, default=24, help="synthetic clips for --benchmark")
+    parser.add_argument("--bench-seconds", type=float, default=10.0, help="seconds per synthetic clip")
+
+
+def _codec_folder(path: str) -> str:
+    folder = Path(path)
+    if (folder / "codec" / "config.json").is_file():  # a tokenizer folder
+        return str(folder / "codec")
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no codec in {path!r} (expected config.json, or codec/config.json of a tokenizer)"
+        )
+    return str(folder)
+
+
+def benchmark(
+    codec_dir: str | None = None,
+    preset: str = "small",
+    clips: int = 24,
+    seconds: float = 10.0,
+    num_proc: int = 1,
+    encode_batch_size: int = 8,
+) -> PretokenizeReport:
+    """Pre-tokenization throughput on synthetic speech-like WAVs (harmonics + noise, 16-bit files on disk).
+
+    Args:
+        codec_dir: Codec folder; `None` builds a randomly initialised codec of `preset` (same speed).
+        preset: Codec preset when `codec_dir` is None.
+        clips, seconds: Amount of synthetic audio.
+        num_proc, encode_batch_size: As in `pretokenize_dataset`.
+    """
+    import tempfile
+
+    from ..tokenizer.configuration import JepaCodecConfig
+    from ..tokenizer.modeling import JepaCodecModel
+    from .audio import write_wav
+    from .sources import folder_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if codec_dir is None:
+            codec_dir = os.path.join(tmp, "codec")
+            JepaCodecModel(JepaCodecConfig.from_preset(preset)).save_pretrained(codec_dir)
+        rate = int(JepaCodecModel.config_class.from_pretrained(codec_dir).sampling_rate)
+        rng = np.random.default_rng(0)
+        for k in range(clips):
+            t = np.arange(int(seconds * rate)) / rate
+            f0 = 100 + 60 * rng.random()
+            wave = sum(
+                np.sin(2 * np.pi * f0 * h * t * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))) / h
+                for h in range(1, 6)
+            )
+            wave = 0.2 * wave * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t) ** 2) + 0.01 * rng.standard_normal(
+                t.size
+            )
+            write_wav(os.path.join(tmp, "audio", f"clip{k:04d}.wav"), wave.astype(np.float32), rate)
+        dataset = folder_dataset(os.path.join(tmp, "audio"))
+        _, report = pretokenize_dataset(
+            dataset,
+            codec_dir,
+            None,
+            num_proc=num_proc,
+            encode_batch_size=encode_batch_size,
+            source="benchmark",
+        )
+    return report
+
+
+def run(args) -> int:
+    if args.benchmark:
+        codec = _codec_folder(args.codec) if args.codec else None
+        report = benchmark(
+            codec,
+            args.bench_preset,
+            args.bench_clips,
+            args.bench_seconds,
+            args.num_proc,
+            args.encode_batch_size,
+        )
+        print(report.summary())
+        print(
+            f"benchmark ({'codec ' + codec if codec else 'preset ' + args.bench_preset}, {os.cpu_count()} CPUs visible, "
+            f"num_proc={args.num_proc}): {report.audio_hours_per_cpu_hour:.2f} audio hours per CPU hour"
+        )
+        return 0
+    missing = [name for name in ("codec", "data", "out") if not getattr(args, name)]
+    if missing:
+        raise ValueError(f"missing required option(s): {', '.join('--' + m for m in missing)}")
+    from .sources import load_source
+
+    codec_dir = _codec_folder(args.codec)
+    dataset = load_source(
+        args.data, split=args.split, audio_column=args.audio_column, text_column=args.text_column
+    )
+    dataset, report = pretokenize_dataset(
+        dataset,
+        codec_dir,
+        args.out,
+        num_proc=args.num_proc,
+        batch_size=args.batch_size,
+        encode_batch_size=args.encode_batch_size,
+        shard_rows=args.shard_rows,
+        device=args.device,
+        chunk_length_s=args.chunk_length_s,
+        source=str(args.data),
+        overwrite=args.overwrite,
+    )
+    if dataset is not None:  # main process
+        print(report.summary())
+        print(f"saved {len(dataset)} rows to {args.out}")
+    return 0
+
+
+__all__ = [
+    "PretokenizeReport",
+    "check_codec_identity",
+    "pretokenize_batch",
+    "pretokenize_dataset",
+    "read_codec_identity",
+    "read_header",
+    "benchmark",
+    "add_arguments",
+    "run",
+]

@@ -1,0 +1,620 @@
+"""`JepaSpeechTokenizer`: one id space for text and JEPA codec tokens (arXiv 2512.07168), as an HF tokenizer.
+
+Id layout (one vocabulary, nothing overlaps):
+
+    0 <pad>  1 <bos>  2 <eos>  3 <unk>  4 <text>  5 <audio>  6 <end_of_audio>   special tokens
+    7 .. audio_offset - 1                                                        SentencePiece text pieces
+                                                                                 (256 byte pieces first, so
+                                                                                 any text encodes)
+    audio_offset + v, v in [0, codebook_size)                                    audio token `<|a{v}|>`
+
+The special tokens are the SentencePiece model's own first pieces (trained as pad/bos/eos/unk + control
+symbols), so text ids are SentencePiece ids unchanged and `audio_offset` is the SentencePiece vocabulary
+size. `len(tokenizer)` is the LM vocabulary size. Slot k of a frame (k = 0..tokens_per_frame-1) takes only
+`slot_sizes[k]` values (the 19th slot of the paper codec holds 16), which `ids_to_codes` checks.
+
+The codec is attached lazily (`tokenizer.codec`), so LM training that only needs ids never loads it.
+Templates (`__call__`), audio encode/decode and save/load live in `JepaSpeechTokenizer`; the SentencePiece
+training helper and id validation come first.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sentencepiece as spm
+import torch
+from transformers import PreTrainedTokenizer
+
+from .processing import REMOTE_MODULE, write_remote_module
+from .templates import TemplateMixin
+
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>", "<text>", "<audio>", "<end_of_audio>")
+AUDIO_TOKEN_RE = re.compile(r"<\|a(\d+)\|>")
+# `<|...|>` is reserved for audio tokens: anything else written that way is an unknown special token.
+RESERVED_RE = re.compile(r"<\|[^|<>]*\|>")
+CODEC_SUBFOLDER = "codec"
+
+
+def train_sentencepiece(
+    texts: Iterable[str] | None,
+    text_vocab_size: int = 4000,
+    model_type: str = "unigram",
+    character_coverage: float = 1.0,
+) -> bytes:
+    """Train the text vocabulary; returns the serialized SentencePiece model.
+
+    Args:
+        texts: Transcripts to learn pieces from. `None`/empty gives a byte-level vocabulary (still encodes
+            any text through byte fallback).
+        text_vocab_size: Target size of the SentencePiece vocabulary, special and byte pieces included
+            (a soft limit: small corpora give fewer pieces).
+        model_type: `"unigram"` or `"bpe"`.
+        character_coverage: Share of characters covered by character pieces (the rest fall back to bytes).
+    """
+    minimum = len(SPECIAL_TOKENS) + 256 + 1
+    if not isinstance(text_vocab_size, int) or text_vocab_size < minimum:
+        raise ValueError(
+            f"text_vocab_size must be an integer >= {minimum} (7 special + 256 byte pieces + 1), got {text_vocab_size!r}"
+        )
+    if model_type not in ("unigram", "bpe"):
+        raise ValueError(f"model_type must be 'unigram' or 'bpe', got {model_type!r}")
+    sentences = [t.strip() for t in (texts or []) if isinstance(t, str) and t.strip()]
+    if not sentences:  # byte-level fallback vocabulary: one sentence holding printable ASCII
+        sentences = ["".join(chr(c) for c in range(33, 127))]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        vocab_size=text_vocab_size,
+        model_type=model_type,
+        byte_fallback=True,
+        character_coverage=character_coverage,
+        pad_id=0,
+        bos_id=1,
+        eos_id=2,
+        unk_id=3,
+        pad_piece=SPECIAL_TOKENS[0],
+        bos_piece=SPECIAL_TOKENS[1],
+        eos_piece=SPECIAL_TOKENS[2],
+        unk_piece=SPECIAL_TOKENS[3],
+        control_symbols=list(SPECIAL_TOKENS[4:]),
+        hard_vocab_limit=False,
+        split_digits=True,
+        num_threads=1,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+def _as_int_list(ids: Any) -> list[int]:
+    if isinstance(ids, torch.Tensor):
+        ids = ids.detach().cpu().reshape(-1).tolist()
+    elif isinstance(ids, np.ndarray):
+        ids = ids.reshape(-1).tolist()
+    elif isinstance(ids, int):
+        ids = [ids]
+    out = []
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise ValueError(f"ids must be integers, got {type(i).__name__} ({i!r})")
+        out.append(int(i))
+    return out
+
+
+class JepaSpeechTokenizer(TemplateMixin, PreTrainedTokenizer):
+    r"""Joint text + audio tokenizer for a speech LM on JEPA codec tokens.
+
+    Build one with [`JepaSpeechTokenizer.from_codec`]; reload with `AutoTokenizer.from_pretrained(dir)`.
+
+    Args:
+        vocab_file (`str`): SentencePiece model file (`spm.model`).
+        codebook_size (`int`): Values one audio token can take (16384 for the paper codec).
+        codec_identity (`dict`): `codec_identity(codec)` of the attached codec: model_type, config_hash,
+            weights_hash, sampling_rate, frame_rate, tokens_per_frame, slot_sizes.
+        codec_config_file (`str`, *optional*): Path of the codec's `config.json` (set by `from_pretrained`
+            from the `codec/` subfolder); the codec loads lazily from its folder.
+        codec_weights_file (`str`, *optional*): Path of the codec's safetensors (resolved alongside).
+        text_token, audio_token, end_of_audio_token (`str`): Template markers.
+    """
+
+    vocab_files_names = {
+        "vocab_file": "spm.model",
+        "codec_config_file": f"{CODEC_SUBFOLDER}/config.json",
+        "codec_weights_file": f"{CODEC_SUBFOLDER}/model.safetensors",
+    }
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(
+        self,
+        vocab_file: str,
+        codebook_size: int,
+        codec_identity: dict,
+        codec_config_file: str | None = None,
+        codec_weights_file: str | None = None,
+        bos_token: str = "<bos>",
+        eos_token: str = "<eos>",
+        pad_token: str = "<pad>",
+        unk_token: str = "<unk>",
+        text_token: str = "<text>",
+        audio_token: str = "<audio>",
+        end_of_audio_token: str = "<end_of_audio>",
+        **kwargs,
+    ):
+        if vocab_file is None or not os.path.isfile(vocab_file):
+            raise ValueError(f"vocab_file must be an existing SentencePiece model file, got {vocab_file!r}")
+        # After a save/load round trip HF hands the *_token markers over as model_specific_special_tokens.
+        named = dict(kwargs.get("model_specific_special_tokens") or {})
+        text_token = named.get("text_token", text_token)
+        audio_token = named.get("audio_token", audio_token)
+        end_of_audio_token = named.get("end_of_audio_token", end_of_audio_token)
+        self.sp_model_bytes = Path(vocab_file).read_bytes()
+        self.sp_model = spm.SentencePieceProcessor(model_proto=self.sp_model_bytes)
+        given = (pad_token, bos_token, eos_token, unk_token, text_token, audio_token, end_of_audio_token)
+        pieces = tuple(
+            self.sp_model.id_to_piece(i) for i in range(min(len(SPECIAL_TOKENS), len(self.sp_model)))
+        )
+        if tuple(str(t) for t in given) != SPECIAL_TOKENS or pieces != SPECIAL_TOKENS:
+            raise ValueError(
+                f"special tokens must be {list(SPECIAL_TOKENS)} at ids 0..6 of the SentencePiece model "
+                f"(got tokens {[str(t) for t in given]}, model pieces {list(pieces)}); build the tokenizer with "
+                "JepaSpeechTokenizer.from_codec"
+            )
+        if isinstance(codebook_size, bool) or not isinstance(codebook_size, int) or codebook_size <= 0:
+            raise ValueError(f"codebook_size must be a positive integer, got {codebook_size!r}")
+        if not isinstance(codec_identity, dict) or not {"tokens_per_frame", "slot_sizes"} <= set(
+            codec_identity
+        ):
+            raise ValueError(
+                f"codec_identity must be the dict of codec_identity(codec), got {codec_identity!r}"
+            )
+        slot_sizes = [int(s) for s in codec_identity["slot_sizes"]]
+        if len(slot_sizes) != int(codec_identity["tokens_per_frame"]) or max(slot_sizes) > codebook_size:
+            raise ValueError(
+                f"codec_identity slot_sizes {slot_sizes} must have tokens_per_frame="
+                f"{codec_identity['tokens_per_frame']} entries, each <= codebook_size={codebook_size}"
+            )
+        self.codebook_size = int(codebook_size)
+        self.codec_identity = dict(codec_identity)
+        self.audio_offset = len(self.sp_model)
+        self._codec = None
+        self._feature_extractor = None
+        self._codec_dir = os.path.dirname(codec_config_file) if codec_config_file else None
+        self._vocab_cache: dict[str, int] | None = None
+        self._auto_map = {"AutoTokenizer": [f"{REMOTE_MODULE}.JepaSpeechTokenizer", None]}
+        kwargs.setdefault("special_tokens_pattern", "bos")
+        super().__init__(
+            bos_token=bos_token,
+            eos_token=eos_token,
+            pad_token=pad_token,
+            unk_token=unk_token,
+            text_token=text_token,
+            audio_token=audio_token,
+            end_of_audio_token=end_of_audio_token,
+            codebook_size=codebook_size,
+            codec_identity=codec_identity,
+            **kwargs,
+        )
+
+    # --- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_codec(
+        cls,
+        codec: Any,
+        texts: Iterable[str] | None = None,
+        text_vocab_size: int = 4000,
+        model_type: str = "unigram",
+        **kwargs,
+    ) -> JepaSpeechTokenizer:
+        """Train the SentencePiece text vocabulary on `texts` and attach `codec`.
+
+        Args:
+            codec: A `JepaCodecModel` or a directory holding one (`save_pretrained` output).
+            texts: Transcripts for the text vocabulary (see `train_sentencepiece`).
+            text_vocab_size: Soft size of the text vocabulary, special and byte pieces included.
+            model_type: SentencePiece model type, `"unigram"` or `"bpe"`.
+            kwargs: Passed to `__init__` (e.g. `model_max_length`, `padding_side`).
+        """
+        import tempfile
+
+        from .modeling import JepaCodecModel, codec_identity
+
+        codec_dir = None
+        if isinstance(codec, (str, os.PathLike)):
+            codec_dir = str(codec)
+            if not os.path.isfile(os.path.join(codec_dir, "config.json")):
+                raise ValueError(
+                    f"{codec_dir!r} holds no codec (config.json missing); pass a JepaCodecModel or its directory"
+                )
+            codec = JepaCodecModel.from_pretrained(codec_dir)
+        if not isinstance(codec, JepaCodecModel):
+            raise ValueError(
+                f"codec must be a JepaCodecModel or a directory holding one, got {type(codec).__name__}"
+            )
+        model = train_sentencepiece(texts, text_vocab_size=text_vocab_size, model_type=model_type)
+        with tempfile.TemporaryDirectory() as tmp:
+            vocab_file = os.path.join(tmp, "spm.model")
+            Path(vocab_file).write_bytes(model)
+            tok = cls(
+                vocab_file=vocab_file,
+                codebook_size=int(codec.config.codebook_size),
+                codec_identity=codec_identity(codec),
+                **kwargs,
+            )
+        tok.init_kwargs.pop("vocab_file", None)
+        tok._codec = codec.eval()
+        tok._codec_dir = codec_dir
+        return tok
+
+    # --- codec ------------------------------------------------------------------------------------
+    @property
+    def codec(self):
+        """The `JepaCodecModel` (loaded from the `codec/` subfolder on first use, identity-checked)."""
+        if self._codec is None:
+            if self._codec_dir is None or not os.path.isfile(os.path.join(self._codec_dir, "config.json")):
+                raise ValueError(
+                    "this tokenizer has no codec attached (no codec/ folder next to it); audio encode/decode "
+                    "needs one: build it with JepaSpeechTokenizer.from_codec(codec, ...)"
+                )
+            from .modeling import JepaCodecModel, codec_identity
+
+            codec = JepaCodecModel.from_pretrained(self._codec_dir).eval()
+            found = codec_identity(codec)
+            for key in ("config_hash", "weights_hash"):
+                if found.get(key) != self.codec_identity.get(key):
+                    raise ValueError(
+                        f"the codec in {self._codec_dir!r} does not match this tokenizer: {key} "
+                        f"{found.get(key)} != {self.codec_identity.get(key)} recorded at tokenizer build time"
+                    )
+            self._codec = codec
+        return self._codec
+
+    @property
+    def feature_extractor(self):
+        """`JepaCodecFeatureExtractor` matching the codec (resampling, padding, padding mask)."""
+        if self._feature_extractor is None:
+            from .feature_extraction import JepaCodecFeatureExtractor
+
+            self._feature_extractor = JepaCodecFeatureExtractor.from_codec_config(self.codec.config)
+        return self._feature_extractor
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return int(self.codec_identity["tokens_per_frame"])
+
+    @property
+    def slot_sizes(self) -> list[int]:
+        return [int(s) for s in self.codec_identity["slot_sizes"]]
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.codec_identity["sampling_rate"])
+
+    @property
+    def frame_rate(self) -> float:
+        return float(self.codec_identity["frame_rate"])
+
+    @property
+    def text_token_id(self) -> int:
+        return SPECIAL_TOKENS.index("<text>")
+
+    @property
+    def audio_token_id(self) -> int:
+        return SPECIAL_TOKENS.index("<audio>")
+
+    @property
+    def end_of_audio_token_id(self) -> int:
+        return SPECIAL_TOKENS.index("<end_of_audio>")
+
+    @property
+    def num_special_ids(self) -> int:
+        return len(SPECIAL_TOKENS)
+
+    # --- vocabulary -------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.audio_offset + self.codebook_size
+
+    def get_vocab(self) -> dict[str, int]:
+        if self._vocab_cache is None:
+            vocab = {self.sp_model.id_to_piece(i): i for i in range(self.audio_offset)}
+            vocab.update({f"<|a{v}|>": self.audio_offset + v for v in range(self.codebook_size)})
+            self._vocab_cache = vocab
+        vocab = dict(self._vocab_cache)
+        vocab.update(getattr(self, "_added_tokens_encoder", {}))
+        return vocab
+
+    def is_audio_id(self, token_id: int) -> bool:
+        return self.audio_offset <= int(token_id) < self.audio_offset + self.codebook_size
+
+    def _tokenize(self, text: str, **kwargs) -> list[str]:
+        pieces: list[str] = []
+        pos = 0
+        for match in RESERVED_RE.finditer(text):
+            self._check_audio_token(match.group(0))
+            if match.start() > pos:
+                pieces.extend(self.sp_model.encode(text[pos : match.start()], out_type=str))
+            pieces.append(match.group(0))
+            pos = match.end()
+        if pos < len(text):
+            pieces.extend(self.sp_model.encode(text[pos:], out_type=str))
+        return pieces
+
+    def _check_audio_token(self, token: str) -> int:
+        match = AUDIO_TOKEN_RE.fullmatch(token)
+        if match is None:
+            raise ValueError(
+                f"unknown special token {token!r}: `<|...|>` is reserved for audio tokens <|a0|>..<|a{self.codebook_size - 1}|>; "
+                f"the special tokens are {list(SPECIAL_TOKENS)}"
+            )
+        value = int(match.group(1))
+        if value >= self.codebook_size:
+            raise ValueError(f"audio token {token!r} is out of range: values are 0..{self.codebook_size - 1}")
+        return value
+
+    def _convert_token_to_id(self, token: str) -> int:
+        if token.startswith("<|"):
+            return self.audio_offset + self._check_audio_token(token)
+        return self.sp_model.piece_to_id(token)
+
+    def _convert_id_to_token(self, index: int) -> str:
+        if not 0 <= index < self.vocab_size:
+            raise ValueError(
+                f"token id {index} is out of range: this tokenizer has ids 0..{self.vocab_size - 1}"
+            )
+        if index >= self.audio_offset:
+            return f"<|a{index - self.audio_offset}|>"
+        return self.sp_model.id_to_piece(index)
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        return self.sp_model.decode_pieces(tokens)
+
+    # --- audio ids <-> codes ----------------------------------------------------------------------
+    def codes_to_ids(self, codes: Any) -> list[int]:
+        """Packed codec tokens [T, G] (tensor, array or nested list) -> audio ids (row-major, audio_offset + value)."""
+        codes = torch.as_tensor(np.asarray(codes) if isinstance(codes, list) else codes)
+        if codes.dim() != 2 or codes.shape[-1] != self.tokens_per_frame:
+            raise ValueError(
+                f"codes must have shape [frames, {self.tokens_per_frame}] (one row per frame), got {tuple(codes.shape)}"
+            )
+        if codes.is_floating_point():
+            raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
+        self._check_slots(codes.long())
+        return (codes.long() + self.audio_offset).reshape(-1).tolist()
+
+    def ids_to_codes(self, ids: Any, strict: bool = False) -> torch.Tensor:
+        """Audio ids -> packed codes LongTensor [T, G]; checks frame completeness and slot ranges.
+
+        Args:
+            ids: Token ids (list, 1-D tensor or array). Non-audio ids (special/text) are dropped unless `strict`.
+            strict: Raise on any non-audio id instead of dropping it.
+        """
+        ids = _as_int_list(ids)
+        bad = [i for i in ids if not 0 <= i < len(self)]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is out of range: this tokenizer has ids 0..{len(self) - 1}")
+        audio = [i for i in ids if self.is_audio_id(i)]
+        if strict and len(audio) != len(ids):
+            other = next(i for i in ids if not self.is_audio_id(i))
+            raise ValueError(f"id {other} ({self._convert_id_to_token(other)!r}) is not an audio token")
+        g = self.tokens_per_frame
+        if len(audio) % g:
+            raise ValueError(
+                f"{len(audio)} audio tokens are not whole frames ({len(audio) // g} frames + {len(audio) % g} "
+                f"tokens); each frame has {g} tokens: truncated frame?"
+            )
+        codes = torch.tensor(audio, dtype=torch.long).view(-1, g) - self.audio_offset
+        self._check_slots(codes)
+        return codes
+
+    def _check_slots(self, codes: torch.Tensor) -> None:
+        sizes = torch.tensor(self.slot_sizes, dtype=torch.long)
+        bad = (codes < 0) | (codes >= sizes)
+        if bool(bad.any()):
+            frame, slot = (int(x) for x in bad.nonzero()[0])
+            raise ValueError(
+                f"audio value {int(codes[frame, slot])} at frame {frame}, slot {slot} is out of range: "
+                f"slot {slot} holds 0..{self.slot_sizes[slot] - 1}"
+            )
+
+    # --- audio <-> ids through the codec ----------------------------------------------------------
+    def encode_audio(
+        self, waveform: Any, sampling_rate: int | None = None, chunk_length_s: float | None = None
+    ) -> list[int]:
+        """One waveform (numpy/torch, mono or [channels, samples], any rate) -> audio ids."""
+        return self.batch_encode_audio([waveform], sampling_rate, chunk_length_s=chunk_length_s)[0]
+
+    def batch_encode_audio(
+        self,
+        waveforms: Sequence[Any],
+        sampling_rate: int | None = None,
+        batch_size: int = 8,
+        chunk_length_s: float | None = None,
+    ) -> list[list[int]]:
+        """Several waveforms -> audio ids each; encoded `batch_size` at a time (padding never changes codes)."""
+        return [
+            self.codes_to_ids(c)
+            for c in self.audio_to_codes(waveforms, sampling_rate, batch_size, chunk_length_s)
+        ]
+
+    @torch.inference_mode()
+    def audio_to_codes(
+        self,
+        waveforms: Sequence[Any],
+        sampling_rate: int | None = None,
+        batch_size: int = 8,
+        chunk_length_s: float | None = None,
+    ) -> list[torch.Tensor]:
+        """Waveforms -> packed codes [T_i, G] each (CPU LongTensors), batched by similar length."""
+        if isinstance(waveforms, (np.ndarray, torch.Tensor)) or not isinstance(waveforms, Sequence):
+            raise ValueError("audio_to_codes expects a list of waveforms")
+        if len(waveforms) == 0:
+            return []
+        for i, w in enumerate(waveforms):
+            if w is None or np.asarray(w).size == 0:
+                raise ValueError(f"waveform {i} is empty: audio must hold at least one sample")
+        fe, codec = self.feature_extractor, self.codec
+        device = next(codec.parameters()).device
+        lengths = [np.asarray(w).shape[-1] for w in waveforms]
+        order = sorted(range(len(waveforms)), key=lambda i: lengths[i])
+        out: list[torch.Tensor | None] = [None] * len(waveforms)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            feats = fe([waveforms[i] for i in idx], sampling_rate=sampling_rate, return_tensors="pt")
+            enc = codec.encode(
+                feats["input_values"].to(device),
+                feats["padding_mask"].to(device),
+                chunk_length_s=chunk_length_s,
+            )
+            for row, i in enumerate(idx):
+                out[i] = enc.audio_codes[row][enc.frame_mask[row].bool()].long().cpu()
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def decode_audio(self, ids: Any) -> tuple[np.ndarray, int]:
+        """Ids (non-audio ids are dropped) -> (waveform float32 [T * hop], sampling_rate)."""
+        return self.batch_decode_audio([ids])[0]
+
+    @torch.inference_mode()
+    def batch_decode_audio(
+        self, sequences: Sequence[Any], batch_size: int = 8
+    ) -> list[tuple[np.ndarray, int]]:
+        """Several id sequences -> [(waveform float32 [T_i * hop], sampling_rate)].
+
+        Sequences with the same number of frames are decoded together (`batch_size` at a time); lengths are
+        never mixed in one call, since zero-padded frames would leak into the decoder's receptive field.
+        """
+        codes = [self.ids_to_codes(s) for s in sequences]
+        for i, c in enumerate(codes):
+            if c.shape[0] == 0:
+                raise ValueError(f"sequence {i} holds no audio tokens to decode")
+        codec = self.codec
+        by_length: dict[int, list[int]] = {}
+        for i, c in enumerate(codes):
+            by_length.setdefault(int(c.shape[0]), []).append(i)
+        out: list[tuple[np.ndarray, int] | None] = [None] * len(codes)
+        for idx in by_length.values():
+            for start in range(0, len(idx), batch_size):
+                group = idx[start : start + batch_size]
+                batch = torch.stack([codes[i] for i in group])  # [b, T, G]
+                audio = codec.decode(batch).audio_values  # [b, 1, T * hop]
+                for row, i in enumerate(group):
+                    out[i] = (audio[row, 0].float().cpu().numpy(), self.sampling_rate)
+        return out  # type: ignore[return-value]
+
+    # --- decoding ids to text ---------------------------------------------------------------------
+    def _decode(
+        self,
+        token_ids: int | list[int],
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
+        summarize_audio: bool = True,
+        **kwargs,
+    ) -> str:
+        """Text pieces become text; each run of audio ids becomes `[audio: N frames, S s]` (or the
+        `<|a{v}|>` tokens when `summarize_audio=False`); special tokens are kept unless skipped."""
+        ids = _as_int_list(token_ids)
+        parts: list[str] = []
+        text_run: list[int] = []
+        after_special = [False]  # the last emitted part was a special token (they glue to their text)
+        i = 0
+
+        def flush() -> None:
+            if text_run:
+                text = self.sp_model.decode(text_run)
+                # SentencePiece drops the word-boundary space of a run's first piece; keep it mid-sequence.
+                if (
+                    parts
+                    and not after_special[0]
+                    and self.sp_model.id_to_piece(text_run[0]).startswith("\u2581")
+                ):
+                    text = " " + text
+                parts.append(text)
+                after_special[0] = False
+                text_run.clear()
+
+        while i < len(ids):
+            tid = ids[i]
+            if not 0 <= tid < len(self):
+                raise ValueError(f"token id {tid} is out of range: this tokenizer has ids 0..{len(self) - 1}")
+            if self.is_audio_id(tid):
+                flush()
+                j = i
+                while j < len(ids) and self.is_audio_id(ids[j]):
+                    j += 1
+                after_special[0] = False
+                if summarize_audio:
+                    parts.append(self._summarize_audio(j - i))
+                else:
+                    parts.append("".join(f"<|a{t - self.audio_offset}|>" for t in ids[i:j]))
+                i = j
+                continue
+            if tid in self._added_tokens_decoder:
+                flush()
+                if not skip_special_tokens:
+                    parts.append(self._added_tokens_decoder[tid].content)
+                    after_special[0] = True
+            else:
+                text_run.append(tid)
+            i += 1
+        flush()
+        return "".join(parts)
+
+    def _summarize_audio(self, n_tokens: int) -> str:
+        g = self.tokens_per_frame
+        frames, rest = divmod(n_tokens, g)
+        extra = f" + {rest} tokens" if rest else ""
+        seconds = f"{frames / self.frame_rate:.2f}".rstrip("0").rstrip(".")
+        return f"[audio: {frames} frames{extra}, {seconds} s]"
+
+    # --- pickling (datasets.map with num_proc) ------------------------------------------------------
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["sp_model"] = None
+        state["_feature_extractor"] = None
+        if state.get("_codec_dir"):  # reloaded lazily in the worker from its folder
+            state["_codec"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.sp_model = spm.SentencePieceProcessor(model_proto=self.sp_model_bytes)
+
+    # --- saving -----------------------------------------------------------------------------------
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str = "AutoTokenizer") -> None:
+        """No-op: jepatok writes its own `auto_map` shim (HF's would copy this module, whose relative
+        imports cannot run from a model folder)."""
+
+    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:
+        """Write `spm.model`, the codec (`codec/config.json` + safetensors) and the `auto_map` loader shim."""
+        save_directory = str(save_directory)
+        name = (filename_prefix + "-" if filename_prefix else "") + self.vocab_files_names["vocab_file"]
+        path = os.path.join(save_directory, name)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        Path(tmp).write_bytes(self.sp_model_bytes)
+        os.replace(tmp, path)
+        files = [path, write_remote_module(save_directory)]
+        codec_out = os.path.join(save_directory, CODEC_SUBFOLDER)
+        if self._codec is not None or self._codec_dir is not None:
+            same = self._codec_dir is not None and os.path.abspath(self._codec_dir) == os.path.abspath(
+                codec_out
+            )
+            if not same:
+                tmp_dir = f"{codec_out}.tmp-{os.getpid()}"
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+                self.codec.save_pretrained(tmp_dir)
+                shutil.rmtree(codec_out, ignore_errors=True)
+                os.replace(tmp_dir, codec_out)
+            files.append(codec_out)
+        return tuple(files)
+
+
+__all__ = ["JepaSpeechTokenizer", "train_sentencepiece", "SPECIAL_TOKENS"]
