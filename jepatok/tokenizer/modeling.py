@@ -181,7 +181,9 @@ class JepaCodecModel(JepaCodecPreTrainedModel):
         else:
             from .chunking import encode_latents_chunked
 
-            latents, frame_mask = encode_latents_chunked(self.encoder, input_values, padding_mask, chunk_length_s)
+            latents, frame_mask = encode_latents_chunked(
+                self.encoder, input_values, padding_mask, chunk_length_s, self.config.sampling_rate
+            )
         codes = self.quantize(latents).audio_codes
         return JepaCodecEncoderOutput(audio_codes=codes, frame_mask=frame_mask, latents=latents)
 
@@ -226,6 +228,16 @@ class JepaCodecModel(JepaCodecPreTrainedModel):
         enc = self.encode(input_values, padding_mask)
         dec = self.decode(enc.audio_codes, frame_mask=enc.frame_mask)
         return JepaCodecOutput(audio_codes=enc.audio_codes, audio_values=dec.audio_values, frame_mask=enc.frame_mask)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the matching feature extractor (`preprocessor_config.json`)
+        so `AutoFeatureExtractor.from_pretrained(save_directory)` works on a saved codec."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            from .feature_extraction import JepaCodecFeatureExtractor
+
+            JepaCodecFeatureExtractor.from_codec_config(self.config).save_pretrained(save_directory)
+        return result
 
     @staticmethod
     def trim_audio(audio_values: torch.Tensor, lengths: list[int] | torch.Tensor) -> list[torch.Tensor]:
