@@ -34,10 +34,8 @@ import soundfile as sf
 import torch
 
 from .audio import AudioReadError, load_audio, resample, to_mono
+from .pretokenized import FORMAT_VERSION, check_codec_identity, make_header, read_codec_identity, read_header
 
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
-HEADER_KEY = "jepatok_pretokenized"
 REPORT_FILE = "pretokenize_report.json"
 _CODECS: dict[tuple[str, str], Any] = {}  # (codec_dir, device) -> (codec, feature_extractor), per process
 
@@ -123,73 +121,6 @@ def pretokenize_batch(
             for row, i in enumerate(idx):
                 codes[i] = enc.audio_codes[row][enc.frame_mask[row].bool()].long().cpu().tolist()
     return {"audio_codes": codes, "duration": durations, "error": errors}
-
-
-# --- codec identity in the dataset info --------------------------------------------------------------
-def _header(identity: dict, source: str, settings: dict) -> str:
-    return json.dumps(
-        {
-            HEADER_KEY: {
-                "format_version": FORMAT_VERSION,
-                "codec_identity": identity,
-                "source": source,
-                "settings": settings,
-            }
-        },
-        sort_keys=True,
-    )
-
-
-def read_header(dataset_or_dir: Any) -> dict:
-    """The versioned jepatok header of a pre-tokenized dataset (Dataset, DatasetDict or save_to_disk folder)."""
-    import datasets
-
-    ds = dataset_or_dir
-    if isinstance(ds, (str, os.PathLike)):
-        if not Path(ds).is_dir():
-            raise FileNotFoundError(f"pre-tokenized dataset folder {str(ds)!r} does not exist")
-        ds = datasets.load_from_disk(str(ds))
-    if isinstance(ds, datasets.DatasetDict):
-        ds = next(iter(ds.values()))
-    try:
-        header = json.loads(ds.info.description or "")[HEADER_KEY]
-    except (ValueError, KeyError, TypeError):
-        raise ValueError(
-            "this dataset carries no jepatok codec identity (not written by `jepatok pretokenize`)"
-        ) from None
-    if header.get("format_version") not in SUPPORTED_VERSIONS:
-        raise ValueError(
-            f"pre-tokenized format_version {header.get('format_version')!r} is not supported (supported: {SUPPORTED_VERSIONS})"
-        )
-    return header
-
-
-def read_codec_identity(dataset_or_dir: Any) -> dict:
-    """The codec identity (`codec_identity(codec)` dict) a pre-tokenized dataset was made with."""
-    return dict(read_header(dataset_or_dir)["codec_identity"])
-
-
-def check_codec_identity(dataset_or_dir: Any, tokenizer_or_identity: Any) -> None:
-    """Raise ValueError unless the dataset's codec equals the tokenizer's (or identity dict's / codec's).
-
-    Args:
-        dataset_or_dir: Pre-tokenized Dataset/DatasetDict or its folder.
-        tokenizer_or_identity: A `JepaSpeechTokenizer`, a `JepaCodecModel` or a codec identity dict.
-    """
-    expected = tokenizer_or_identity
-    if hasattr(expected, "codec_identity") and isinstance(expected.codec_identity, dict):
-        expected = expected.codec_identity
-    elif not isinstance(expected, dict):
-        from ..tokenizer.modeling import codec_identity
-
-        expected = codec_identity(expected)
-    found = read_codec_identity(dataset_or_dir)
-    for key in ("config_hash", "weights_hash"):
-        if found.get(key) != expected.get(key):
-            raise ValueError(
-                f"codec mismatch: the dataset was tokenized with {key} {found.get(key)} but the tokenizer's codec "
-                f"has {key} {expected.get(key)}; re-run `jepatok pretokenize` with this codec"
-            )
 
 
 # --- resumable, sharded driver ----------------------------------------------------------------------
@@ -380,7 +311,7 @@ def pretokenize_dataset(
     names = full["file_name"] if "file_name" in full.column_names else [str(i) for i in range(len(full))]
     report.skipped = [{"file_name": n, "reason": e} for n, e in zip(names, errors) if e]
     kept = full.filter(lambda e: not e, input_columns="error", new_fingerprint=f"{fingerprint}-kept")
-    kept = kept.remove_columns("error")
+    kept = kept.remove_columns("error").flatten_indices()  # materialize the filter (no indices mapping)
     durations = kept["duration"]
     report.kept = len(kept)
     report.audio_seconds = float(sum(durations))
@@ -389,7 +320,7 @@ def pretokenize_dataset(
     report.wall_seconds = time.perf_counter() - wall0
     report.cpu_seconds = _cpu_seconds() - cpu0
     info = kept.info.copy()
-    info.description = _header(identity, source, settings)
+    info.description = make_header(identity, source, settings)
     kept = datasets.Dataset(kept.data, info=info, fingerprint=f"{fingerprint}-final")
     if out_dir is not None:
         out = Path(out_dir)

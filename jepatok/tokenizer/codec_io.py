@@ -1,0 +1,137 @@
+"""Audio through the codec for `JepaSpeechTokenizer` (arXiv 2512.07168): lazy codec, waveforms <-> audio ids.
+
+The codec loads on first use from the tokenizer's `codec/` folder and must match the identity recorded at
+build time (config hash and weights hash). Encoding sorts clips by length and batches them (the codec's
+padding never changes codes); decoding batches only sequences of equal length, since zero-padded frames
+would leak into the decoder's receptive field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class CodecAudioMixin:
+    """Codec access and waveform encode/decode (uses `codes_to_ids` / `ids_to_codes` of the tokenizer)."""
+
+    # --- codec ------------------------------------------------------------------------------------
+    @property
+    def codec(self):
+        """The `JepaCodecModel` (loaded from the `codec/` subfolder on first use, identity-checked)."""
+        if self._codec is None:
+            if self._codec_dir is None or not os.path.isfile(os.path.join(self._codec_dir, "config.json")):
+                raise ValueError(
+                    "this tokenizer has no codec attached (no codec/ folder next to it); audio encode/decode "
+                    "needs one: build it with JepaSpeechTokenizer.from_codec(codec, ...)"
+                )
+            from .modeling import JepaCodecModel, codec_identity
+
+            codec = JepaCodecModel.from_pretrained(self._codec_dir).eval()
+            found = codec_identity(codec)
+            for key in ("config_hash", "weights_hash"):
+                if found.get(key) != self.codec_identity.get(key):
+                    raise ValueError(
+                        f"the codec in {self._codec_dir!r} does not match this tokenizer: {key} "
+                        f"{found.get(key)} != {self.codec_identity.get(key)} recorded at tokenizer build time"
+                    )
+            self._codec = codec
+        return self._codec
+
+    @property
+    def feature_extractor(self):
+        """`JepaCodecFeatureExtractor` matching the codec (resampling, padding, padding mask)."""
+        if self._feature_extractor is None:
+            from .feature_extraction import JepaCodecFeatureExtractor
+
+            self._feature_extractor = JepaCodecFeatureExtractor.from_codec_config(self.codec.config)
+        return self._feature_extractor
+
+    # --- audio <-> ids through the codec ----------------------------------------------------------
+    def encode_audio(
+        self, waveform: Any, sampling_rate: int | None = None, chunk_length_s: float | None = None
+    ) -> list[int]:
+        """One waveform (numpy/torch, mono or [channels, samples], any rate) -> audio ids."""
+        return self.batch_encode_audio([waveform], sampling_rate, chunk_length_s=chunk_length_s)[0]
+
+    def batch_encode_audio(
+        self,
+        waveforms: Sequence[Any],
+        sampling_rate: int | None = None,
+        batch_size: int = 8,
+        chunk_length_s: float | None = None,
+    ) -> list[list[int]]:
+        """Several waveforms -> audio ids each; encoded `batch_size` at a time (padding never changes codes)."""
+        return [
+            self.codes_to_ids(c)
+            for c in self.audio_to_codes(waveforms, sampling_rate, batch_size, chunk_length_s)
+        ]
+
+    @torch.inference_mode()
+    def audio_to_codes(
+        self,
+        waveforms: Sequence[Any],
+        sampling_rate: int | None = None,
+        batch_size: int = 8,
+        chunk_length_s: float | None = None,
+    ) -> list[torch.Tensor]:
+        """Waveforms -> packed codes [T_i, G] each (CPU LongTensors), batched by similar length."""
+        if isinstance(waveforms, (np.ndarray, torch.Tensor)) or not isinstance(waveforms, Sequence):
+            raise ValueError("audio_to_codes expects a list of waveforms")
+        if len(waveforms) == 0:
+            return []
+        for i, w in enumerate(waveforms):
+            if w is None or np.asarray(w).size == 0:
+                raise ValueError(f"waveform {i} is empty: audio must hold at least one sample")
+        fe, codec = self.feature_extractor, self.codec
+        device = next(codec.parameters()).device
+        lengths = [np.asarray(w).shape[-1] for w in waveforms]
+        order = sorted(range(len(waveforms)), key=lambda i: lengths[i])
+        out: list[torch.Tensor | None] = [None] * len(waveforms)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            feats = fe([waveforms[i] for i in idx], sampling_rate=sampling_rate, return_tensors="pt")
+            enc = codec.encode(
+                feats["input_values"].to(device),
+                feats["padding_mask"].to(device),
+                chunk_length_s=chunk_length_s,
+            )
+            for row, i in enumerate(idx):
+                out[i] = enc.audio_codes[row][enc.frame_mask[row].bool()].long().cpu()
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def decode_audio(self, ids: Any) -> tuple[np.ndarray, int]:
+        """Ids (non-audio ids are dropped) -> (waveform float32 [T * hop], sampling_rate)."""
+        return self.batch_decode_audio([ids])[0]
+
+    @torch.inference_mode()
+    def batch_decode_audio(
+        self, sequences: Sequence[Any], batch_size: int = 8
+    ) -> list[tuple[np.ndarray, int]]:
+        """Several id sequences -> [(waveform float32 [T_i * hop], sampling_rate)].
+
+        Sequences with the same number of frames are decoded together (`batch_size` at a time); lengths are
+        never mixed in one call, since zero-padded frames would leak into the decoder's receptive field.
+        """
+        codes = [self.ids_to_codes(s) for s in sequences]
+        for i, c in enumerate(codes):
+            if c.shape[0] == 0:
+                raise ValueError(f"sequence {i} holds no audio tokens to decode")
+        codec = self.codec
+        by_length: dict[int, list[int]] = {}
+        for i, c in enumerate(codes):
+            by_length.setdefault(int(c.shape[0]), []).append(i)
+        out: list[tuple[np.ndarray, int] | None] = [None] * len(codes)
+        for idx in by_length.values():
+            for start in range(0, len(idx), batch_size):
+                group = idx[start : start + batch_size]
+                batch = torch.stack([codes[i] for i in group])  # [b, T, G]
+                audio = codec.decode(batch).audio_values  # [b, 1, T * hop]
+                for row, i in enumerate(group):
+                    out[i] = (audio[row, 0].float().cpu().numpy(), self.sampling_rate)
+        return out  # type: ignore[return-value]
