@@ -13,6 +13,7 @@ from .conformer import ConformerBlock
 from .daam import DaamGate
 from .decoder import JepaDecoder
 from .encoder import JepaEncoder, JepaEncoderOutput
+from .feature_extraction import JepaCodecFeatureExtractor
 from .fsq import FiniteScalarQuantizer
 from .modeling import (
     JepaCodecDecoderOutput,
@@ -30,6 +31,7 @@ __all__ = [
     "DaamGate",
     "JepaCodecDecoderOutput",
     "JepaCodecEncoderOutput",
+    "JepaCodecFeatureExtractor",
     "JepaCodecModel",
     "JepaCodecOutput",
     "JepaDecoder",
