@@ -1,0 +1,209 @@
+"""Run configuration for speech-LM training: `LMTrainArgs`, built from a recipe YAML plus `key=value` overrides.
+
+Recipes live in `recipes/lm/` (`tiny`, `small`, `base`); a recipe may name a parent with `extends:` (a base
+YAML plus small overlays). The architecture (preset + overrides) is saved with the weights in `config.json`;
+everything else here is run configuration and is written to `OUTPUT_DIR/train_args.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "recipes" / "lm"
+
+
+@dataclass
+class LMTrainArgs:
+    """Speech-LM run configuration (see recipes/lm/*.yaml).
+
+    Args:
+        model_preset (str, "tiny"): LM architecture preset (`tiny`, `small`, `base`).
+        model_overrides (dict, {}): LlamaConfig fields replacing the preset's values.
+        init_from (str | None, None): start from a saved LM directory instead of random init (fine-tuning/LoRA).
+        sequence_mode (str, "both"): "tts", "continuation" or "both".
+        mask_text_labels (bool, True): no loss on the TTS prompt (`<bos> <text> text <audio>`).
+        block_size (int, 512): tokens per packed block.
+        per_device_batch_size (int, 8): blocks per micro-batch on each process.
+        gradient_accumulation_steps (int, 1): micro-batches per optimizer step.
+        learning_rate (float, 3e-4): peak learning rate.
+        min_lr_ratio (float, 0.1): final LR of the cosine as a fraction of the peak.
+        warmup_steps (int, 100): linear warmup steps.
+        weight_decay (float, 0.1): AdamW weight decay on matrices (not on norms/biases).
+        adam_beta1 (float, 0.9), adam_beta2 (float, 0.95), adam_eps (float, 1e-8): AdamW.
+        max_grad_norm (float, 1.0): gradient clipping (0 disables).
+        max_steps (int, 1000): optimizer steps (the schedule's horizon).
+        logging_steps (int, 10), eval_steps (int, 200), save_steps (int, 200): intervals in steps (0 = never).
+        save_total_limit (int, 3): checkpoints kept in OUTPUT_DIR/checkpoints.
+        max_eval_blocks (int, 64): cap on validation blocks per evaluation.
+        eval_split (str, "validation"): dataset split to evaluate on (skipped when absent).
+        mixed_precision (str, "no"): "no", "bf16" or "fp16" (Accelerate).
+        seed (int, 0): init, shuffling.
+        report_to (str, "tensorboard"): Accelerate tracker ("none" disables).
+        lora (str | None, None): "r,alpha,targets" (see `jepatok.lm.lora.parse_lora_spec`).
+        data (str), tokenizer (str), output_dir (str): paths (from the command line).
+    """
+
+    model_preset: str = "tiny"
+    model_overrides: dict = field(default_factory=dict)
+    init_from: str | None = None
+    sequence_mode: str = "both"
+    mask_text_labels: bool = True
+    block_size: int = 512
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    max_steps: int = 1000
+    logging_steps: int = 10
+    eval_steps: int = 200
+    save_steps: int = 200
+    save_total_limit: int = 3
+    max_eval_blocks: int = 64
+    eval_split: str = "validation"
+    mixed_precision: str = "no"
+    seed: int = 0
+    report_to: str = "tensorboard"
+    lora: str | None = None
+    data: str = ""
+    tokenizer: str = ""
+    output_dir: str = ""
+
+    def __post_init__(self):
+        positive = ("block_size", "per_device_batch_size", "gradient_accumulation_steps", "max_steps")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "logging_steps", "eval_steps", "save_steps", "save_total_limit"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.sequence_mode not in ("tts", "continuation", "both"):
+            raise ValueError(f"sequence_mode must be tts, continuation or both, got {self.sequence_mode!r}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if not isinstance(self.model_overrides, dict):
+            raise ValueError(f"model_overrides must be a mapping, got {self.model_overrides!r}")
+
+    @classmethod
+    def from_recipe(cls, recipe: str, overrides: list[str] | None = None, **values: Any) -> LMTrainArgs:
+        """Args: recipe: name in recipes/lm or a YAML path; overrides: "key=value" strings (YAML values,
+        dotted keys for dicts, e.g. `model_overrides.num_hidden_layers=4`); **values: explicit fields (CLI)."""
+        data = load_recipe(recipe)
+        for item in overrides or []:
+            key, value = parse_override(item)
+            _set_dotted(data, key, value)
+        data.update({k: v for k, v in values.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; known options: {sorted(known)}")
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _coerce(k, v, hints[k]) for k, v in data.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the args as JSON, atomically."""
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def load_recipe(recipe: str) -> dict[str, Any]:
+    """A recipe as a dict, with its `extends:` chain resolved. Args: recipe: a name in recipes/lm or a path."""
+    path = Path(recipe)
+    if not path.suffix:
+        path = RECIPE_DIR / f"{recipe}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")) if RECIPE_DIR.is_dir() else []
+        raise FileNotFoundError(f"recipe {recipe!r} not found (looked for {path}); available: {names}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"recipe {path} must be a YAML mapping, got {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
+    base = load_recipe(str(parent_path))
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return base
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """"key=value" -> (key, YAML-parsed value)."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} is not of the form key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ValueError(f"override {item!r} has an empty key")
+    return key, yaml.safe_load(raw) if raw.strip() else None
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"cannot set {key!r}: {part!r} is not a mapping")
+    node[parts[-1]] = value
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Coerce YAML scalars to the field's type (e.g. 3e-4 read as a string by YAML 1.1, ints for floats)."""
+    if value is None:
+        return None
+    target = hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        target = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if target is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if target in (int, float):
+            return target(value)
+        if target is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"option {name}={value!r} is not a valid {getattr(target, '__name__', target)}") from None
+    return value
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder and os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,281 @@
+"""`SpeechGenerationPipeline`: text-to-speech and speech continuation with a jepatok speech LM (arXiv 2512.07168).
+
+Inputs are turned into prompts with the tokenizer's templates (TTS: `<bos> <text> text-ids <audio>`, optionally
+followed by a voice prompt's audio ids; continuation: `<bos> <audio> prompt-audio-ids`), completed by
+`model.generate` (sampling with temperature / top-k / top-p, KV cache on) under the frame-grammar
+`FrameGrammarLogitsProcessor`, and decoded through the codec (`tokenizer.batch_decode_audio`) to a waveform at
+the codec's sampling rate. A list of inputs is generated in left-padded batches of `batch_size`.
+
+Registration (`register_pipelines`, run on `import jepatok`): the `speech-continuation` task is ours. In
+transformers 5.23 `text-to-speech` is an alias of `text-to-audio` (TextToAudioPipeline, for Bark/VITS/...), so
+registering `text-to-speech` would never be reached; instead the `text-to-audio` entry gets a dispatcher that
+builds a `SpeechGenerationPipeline` when the tokenizer is a jepatok speech tokenizer (or the model carries the
+`jepatok` config key) and the stock `TextToAudioPipeline` otherwise, and `AutoModelForCausalLM` is appended to
+the task's model classes so `pipeline("text-to-speech", model=LM_DIR)` loads our LM from a directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import LogitsProcessorList, Pipeline
+
+from .logits import FrameGrammar, FrameGrammarLogitsProcessor, check_frame_grammar
+from .modeling import check_lm_tokenizer
+
+CONTINUATION_TASK = "speech-continuation"
+
+
+@dataclass
+class SpeechPrompt:
+    """A prepared generation prompt."""
+
+    input_ids: list[int]  # [S]
+    kind: str  # "tts" or "continuation"
+    prompt_audio_tokens: int  # audio ids already in the prompt (voice prompt / continuation prefix)
+
+
+def is_speech_tokenizer(tokenizer) -> bool:
+    """Whether `tokenizer` offers the jepatok speech-tokenizer interface (interfaces.md)."""
+    needed = ("audio_offset", "tokens_per_frame", "slot_sizes", "audio_token_id", "codes_to_ids", "decode_audio")
+    return tokenizer is not None and all(hasattr(tokenizer, a) for a in needed)
+
+
+class SpeechGenerationPipeline(Pipeline):
+    """Text-to-speech / speech continuation with a causal LM over jepatok ids.
+
+    Build with `pipeline("text-to-speech", model=LM, tokenizer=TOK)` or `pipeline("speech-continuation", ...)`
+    (LM and TOK may be directories), or directly `SpeechGenerationPipeline(model=lm, tokenizer=tok)`.
+
+    Call with a string (TTS), `{"text": str}`, `{"audio": waveform, "sampling_rate": sr}` (continuation),
+    `{"text": str, "audio": ..., "sampling_rate": ...}` (TTS continuing a voice prompt), `{"input_ids": [...]}`
+    (a ready prompt), or a list of those (batched).
+
+    Args (call-time or construction-time):
+        temperature (float, 1.0), top_k (int, 50), top_p (float, 1.0): sampling; do_sample (bool, True).
+        max_seconds (float, 10.0): audio generated at most (whole frames; `<eos>` is forced after).
+        min_frames (int, 1): frames before `<eos>` is allowed.
+        seed (int | None): seeds torch before each batch for reproducible sampling.
+        batch_size (int, 8): prompts per `generate` call for list inputs.
+        include_prompt_audio (bool, False): the returned audio starts with the prompt's audio.
+    Returns: per input, `{"audio": np.ndarray float32 [L], "sampling_rate": int, "ids": list[int]}` where
+        `ids` are the generated ids (audio ids, then `<eos>` when the LM ended the utterance).
+    """
+
+    _pipeline_calls_generate = False  # we pass generation arguments ourselves (see _forward)
+    _load_processor = False
+    _load_image_processor = False
+    _load_video_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not is_speech_tokenizer(self.tokenizer):
+            raise ValueError(
+                f"SpeechGenerationPipeline needs a JepaSpeechTokenizer, got {type(self.tokenizer).__name__}"
+            )
+        check_lm_tokenizer(self.model, self.tokenizer)
+        self.grammar = FrameGrammar.from_tokenizer(self.tokenizer, vocab_size=self.model.config.vocab_size)
+
+    # --- parameters -------------------------------------------------------------------------------------
+    def _sanitize_parameters(
+        self,
+        temperature=None,
+        top_k=None,
+        top_p=None,
+        do_sample=None,
+        max_seconds=None,
+        min_frames=None,
+        seed=None,
+        include_prompt_audio=None,
+        sampling_rate=None,
+        **kwargs,
+    ):
+        if kwargs:
+            raise ValueError(f"unknown SpeechGenerationPipeline arguments {sorted(kwargs)}")
+        pre = {} if sampling_rate is None else {"sampling_rate": sampling_rate}
+        fwd = {
+            k: v
+            for k, v in dict(
+                temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample, max_seconds=max_seconds,
+                min_frames=min_frames, seed=seed,
+            ).items()
+            if v is not None
+        }
+        post = {} if include_prompt_audio is None else {"include_prompt_audio": include_prompt_audio}
+        return pre, fwd, post
+
+    # --- steps ---------------------------------------------------------------------------------------------
+    def preprocess(self, inputs: Any, sampling_rate: int | None = None) -> SpeechPrompt:
+        tok = self.tokenizer
+        if isinstance(inputs, str):
+            inputs = {"text": inputs}
+        if not isinstance(inputs, dict):
+            raise ValueError(
+                "inputs must be a text string or a dict with 'text' and/or 'audio' (+ 'sampling_rate') or "
+                f"'input_ids', got {type(inputs).__name__}"
+            )
+        if "input_ids" in inputs:
+            ids = [int(i) for i in inputs["input_ids"]]
+            if tok.audio_token_id not in ids:
+                raise ValueError("a ready prompt (input_ids) must contain the <audio> token")
+            audio_tokens = len(ids) - 1 - ids[::-1].index(tok.audio_token_id)
+            return SpeechPrompt(ids, "tts" if tok.text_token_id in ids else "continuation", audio_tokens)
+        text, audio = inputs.get("text"), inputs.get("audio")
+        if text is None and audio is None:
+            raise ValueError("inputs need 'text' (text-to-speech) and/or 'audio' (a prompt to continue)")
+        audio_ids: list[int] = []
+        if audio is not None:
+            sr = inputs.get("sampling_rate", sampling_rate)
+            audio_ids = list(tok.encode_audio(audio, sampling_rate=sr))
+        if text is not None:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"text must be a non-empty string, got {text!r}")
+            return SpeechPrompt(tts_prompt_ids(tok, text) + audio_ids, "tts", len(audio_ids))
+        if not audio_ids:
+            raise ValueError("the prompt audio is too short to give a single codec frame")
+        return SpeechPrompt([tok.bos_token_id, tok.audio_token_id] + audio_ids, "continuation", len(audio_ids))
+
+    def _forward(
+        self,
+        prompts: list[SpeechPrompt],
+        temperature: float = 1.0,
+        top_k: int = 50,
+        top_p: float = 1.0,
+        do_sample: bool = True,
+        max_seconds: float = 10.0,
+        min_frames: int = 1,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        processor = FrameGrammarLogitsProcessor(self.grammar, max_seconds=max_seconds, min_frames=min_frames)
+        G = self.grammar.tokens_per_frame
+        # max_seconds bounds all audio after <audio>, the prompt's own frames included.
+        prompt_frames = [p.prompt_audio_tokens // G for p in prompts]
+        if max(prompt_frames) >= processor.max_frames:
+            raise ValueError(
+                f"a prompt already holds {max(prompt_frames)} frames; max_seconds={max_seconds} allows "
+                f"{processor.max_frames}: raise max_seconds"
+            )
+        max_new = (processor.max_frames - min(prompt_frames)) * G + 1  # + the forced <eos>
+        input_ids, attention_mask = left_pad([p.input_ids for p in prompts], int(self.tokenizer.pad_token_id))
+        if seed is not None:
+            torch.manual_seed(seed)
+        sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p) if do_sample else {}
+        sequences = self.model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            logits_processor=LogitsProcessorList([processor]),
+            do_sample=do_sample,
+            max_new_tokens=max_new,
+            eos_token_id=int(self.tokenizer.eos_token_id),
+            pad_token_id=int(self.tokenizer.pad_token_id),
+            use_cache=True,
+            **sampling,
+        )
+        return {"sequences": sequences.cpu(), "prompt_length": input_ids.shape[1], "prompts": prompts}
+
+    def postprocess(self, outputs: dict[str, Any], include_prompt_audio: bool = False) -> list[dict[str, Any]]:
+        tok, eos = self.tokenizer, int(self.tokenizer.eos_token_id)
+        generated: list[list[int]] = []
+        for row, prompt in zip(outputs["sequences"].tolist(), outputs["prompts"]):
+            new = row[outputs["prompt_length"] :]
+            if eos in new:
+                new = new[: new.index(eos) + 1]
+            problems = check_frame_grammar(prompt.input_ids + new, self.grammar)
+            if problems:  # cannot happen with the processor on; guards against a misconfigured model/tokenizer
+                raise RuntimeError(f"generated sequence breaks the frame grammar: {problems[:3]}")
+            generated.append(new)
+        to_decode = []
+        for prompt, new in zip(outputs["prompts"], generated):
+            audio = [i for i in new if i != eos]
+            if include_prompt_audio and prompt.prompt_audio_tokens:
+                audio = prompt.input_ids[-prompt.prompt_audio_tokens :] + audio
+            to_decode.append(audio)
+        waves = tok.batch_decode_audio(to_decode) if any(to_decode) else []
+        results = []
+        for k, new in enumerate(generated):
+            wave, sr = waves[k] if to_decode[k] else (np.zeros(0, dtype=np.float32), int(tok.sampling_rate))
+            results.append({"audio": np.asarray(wave, dtype=np.float32), "sampling_rate": int(sr), "ids": new})
+        return results
+
+    # --- calling ---------------------------------------------------------------------------------------
+    def __call__(self, inputs, batch_size: int | None = None, **kwargs):
+        """Generate for one input (returns a dict) or a list (returns a list, in left-padded batches)."""
+        pre, fwd, post = self._sanitize_parameters(**kwargs)
+        pre, fwd, post = {**self._preprocess_params, **pre}, {**self._forward_params, **fwd}, {**self._postprocess_params, **post}
+        single = not isinstance(inputs, (list, tuple))
+        items = [inputs] if single else list(inputs)
+        if not items:
+            return []
+        size = batch_size or self._batch_size or 8
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(items), size):
+            prompts = [self.preprocess(x, **pre) for x in items[start : start + size]]
+            with torch.inference_mode():
+                outputs = self._forward(prompts, **fwd)
+            results.extend(self.postprocess(outputs, **post))
+        return results[0] if single else results
+
+
+def tts_prompt_ids(tokenizer, text: str) -> list[int]:
+    """`<bos> <text> text-ids <audio>` through the tokenizer's template (`build_tts_prompt_ids` when present)."""
+    build = getattr(tokenizer, "build_tts_prompt_ids", None)
+    if build is not None:
+        return list(build(text))
+    text_ids = tokenizer.encode(text, add_special_tokens=False)
+    return [tokenizer.bos_token_id, tokenizer.text_token_id, *text_ids, tokenizer.audio_token_id]
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad id lists -> (input_ids [B, S], attention_mask [B, S]) for batched decoder-only generation."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s) :] = 1
+    return ids, mask
+
+
+class _TextToAudioDispatch:
+    """The `text-to-audio` / `text-to-speech` entry: our pipeline for jepatok LMs, the stock one otherwise."""
+
+    _load_processor = None
+    _load_image_processor = False
+    _load_video_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = True
+
+    def __new__(cls, model, *args, tokenizer=None, **kwargs):
+        from transformers.pipelines.text_to_audio import TextToAudioPipeline
+
+        processor = kwargs.get("processor")
+        tok = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
+        if is_speech_tokenizer(tok) or getattr(getattr(model, "config", None), "jepatok", None):
+            kwargs.pop("processor", None)
+            return SpeechGenerationPipeline(model, *args, tokenizer=tok, **kwargs)
+        return TextToAudioPipeline(model, *args, tokenizer=tokenizer, **kwargs)
+
+
+def register_pipelines() -> None:
+    """Register `speech-continuation` and route `text-to-speech`/`text-to-audio` for jepatok LMs. Idempotent."""
+    from transformers import AutoModelForCausalLM
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    tasks = PIPELINE_REGISTRY.supported_tasks
+    if CONTINUATION_TASK not in tasks:
+        PIPELINE_REGISTRY.register_pipeline(
+            CONTINUATION_TASK, pipeline_class=SpeechGenerationPipeline, pt_model=AutoModelForCausalLM, type="multimodal"
+        )
+    entry = tasks.get("text-to-audio")
+    if entry is not None and entry.get("impl") is not _TextToAudioDispatch:
+        pt = tuple(entry.get("pt", ()))
+        tasks["text-to-audio"] = {
+            **entry,
+            "impl": _TextToAudioDispatch,
+            "pt": pt if AutoModelForCausalLM in pt else (*pt, AutoModelForCausalLM),
+        }

@@ -1,0 +1,185 @@
+"""Frame-aware constrained sampling for jepatok speech LMs (arXiv 2512.07168: 19 packed tokens per frame).
+
+Grammar of the audio part of a sequence: after the last `<audio>` token come whole frames of
+`tokens_per_frame` (G) audio ids, slot k of a frame taking one of its `slot_sizes[k]` legal values
+(`audio_offset + v`, 0 <= v < slot_sizes[k]; the 19th slot of the paper layout has 16). `<eos>` may
+only follow a complete frame. `FrameGrammarLogitsProcessor` enforces this on every step of
+`model.generate` (vectorised over the batch, KV cache friendly: it only reads `input_ids`), and
+`check_frame_grammar` validates a finished sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from transformers import LogitsProcessor
+
+
+@dataclass(frozen=True)
+class FrameGrammar:
+    """The token layout the LM must follow; built from the tokenizer with `FrameGrammar.from_tokenizer`.
+
+    Args:
+        audio_offset: id of audio value 0.
+        slot_sizes: legal values per slot of a frame (length = tokens per frame).
+        audio_token_id: id of `<audio>` (starts the audio part).
+        eos_token_id: id of `<eos>`.
+        vocab_size: LM vocabulary size.
+        frame_rate: frames per second of the codec (for max-duration limits).
+    """
+
+    audio_offset: int
+    slot_sizes: tuple[int, ...]
+    audio_token_id: int
+    eos_token_id: int
+    vocab_size: int
+    frame_rate: float
+
+    def __post_init__(self):
+        if not self.slot_sizes or min(self.slot_sizes) < 1:
+            raise ValueError(f"slot_sizes must be non-empty positive ints, got {self.slot_sizes}")
+        top = self.audio_offset + max(self.slot_sizes)
+        if self.audio_offset < 0 or top > self.vocab_size:
+            raise ValueError(
+                f"audio ids [{self.audio_offset}, {top}) do not fit in a vocabulary of {self.vocab_size}"
+            )
+        for name in ("audio_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            if not 0 <= value < self.vocab_size:
+                raise ValueError(f"{name}={value} outside the vocabulary [0, {self.vocab_size})")
+        if self.frame_rate <= 0:
+            raise ValueError(f"frame_rate must be > 0, got {self.frame_rate}")
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return len(self.slot_sizes)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, vocab_size: int | None = None) -> FrameGrammar:
+        """Args: tokenizer: a `JepaSpeechTokenizer`; vocab_size: the LM's vocab (default `len(tokenizer)`)."""
+        return cls(
+            audio_offset=int(tokenizer.audio_offset),
+            slot_sizes=tuple(int(s) for s in tokenizer.slot_sizes),
+            audio_token_id=int(tokenizer.audio_token_id),
+            eos_token_id=int(tokenizer.eos_token_id),
+            vocab_size=int(vocab_size if vocab_size is not None else len(tokenizer)),
+            frame_rate=float(tokenizer.frame_rate),
+        )
+
+    def slot_table(self, device=None) -> torch.Tensor:
+        """Allowed-token table [G, V] (bool): row k = the legal ids of slot k."""
+        table = torch.zeros(self.tokens_per_frame, self.vocab_size, dtype=torch.bool, device=device)
+        for k, size in enumerate(self.slot_sizes):
+            table[k, self.audio_offset : self.audio_offset + size] = True
+        return table
+
+    def max_frames(self, max_seconds: float | None) -> int | None:
+        """Whole frames that fit in `max_seconds` (at least 1), or None for no limit."""
+        if max_seconds is None:
+            return None
+        if max_seconds <= 0:
+            raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
+        return max(1, math.floor(max_seconds * self.frame_rate + 1e-9))
+
+
+def last_position(input_ids: torch.Tensor, token_id: int) -> torch.Tensor:
+    """Index of the last `token_id` in each row of `input_ids` [B, S], -1 where absent -> [B]."""
+    pos = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    return torch.where(input_ids == token_id, pos, torch.full_like(pos, -1)).amax(dim=1)
+
+
+class FrameGrammarLogitsProcessor(LogitsProcessor):
+    """Masks logits so sampled sequences obey the frame grammar.
+
+    Rows that have not produced `<audio>` yet are left as they are except that audio ids are forbidden
+    there (audio only follows `<audio>`). After `<audio>`: slot k of the current frame allows only its
+    legal audio ids; `<eos>` is allowed only on a frame boundary after at least `min_frames` frames and
+    forced once `max_frames` frames exist. Rows already finished (an `<eos>` after `<audio>`) keep
+    `<eos>` as their only finite logit so sampling never sees an all -inf row.
+
+    Args:
+        grammar: the token layout.
+        max_seconds: force `<eos>` after this much audio (whole frames); None for no limit.
+        min_frames: frames to produce before `<eos>` is allowed (default 1).
+    """
+
+    def __init__(self, grammar: FrameGrammar, max_seconds: float | None = None, min_frames: int = 1):
+        if min_frames < 0:
+            raise ValueError(f"min_frames must be >= 0, got {min_frames}")
+        self.grammar = grammar
+        self.max_frames = grammar.max_frames(max_seconds)
+        if self.max_frames is not None and min_frames > self.max_frames:
+            raise ValueError(f"min_frames={min_frames} exceeds the {self.max_frames} frames of max_seconds")
+        self.min_frames = min_frames
+        self._table: torch.Tensor | None = None
+        self._audio_any: torch.Tensor | None = None
+
+    def _tables(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._table is None or self._table.device != torch.device(device):
+            self._table = self.grammar.slot_table(device)  # [G, V]
+            self._audio_any = self._table.any(dim=0)  # [V]
+        return self._table, self._audio_any
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        g = self.grammar
+        vocab = scores.shape[-1]
+        if vocab < g.vocab_size:
+            raise ValueError(f"scores have {vocab} entries, the grammar needs a vocabulary of {g.vocab_size}")
+        table, audio_any = self._tables(scores.device)
+        if vocab > g.vocab_size:  # padded LM head: the extra ids are never legal audio
+            pad = torch.zeros(table.shape[0], vocab - g.vocab_size, dtype=torch.bool, device=scores.device)
+            table = torch.cat([table, pad], dim=1)
+            audio_any = table.any(dim=0)
+        G = g.tokens_per_frame
+        last_audio = last_position(input_ids, g.audio_token_id)  # [B]
+        has_audio = last_audio >= 0
+        n_after = input_ids.shape[1] - 1 - last_audio  # audio tokens so far (when unfinished)
+        finished = has_audio & (last_position(input_ids, g.eos_token_id) > last_audio)
+        slot = n_after % G
+        frames = n_after // G
+        allowed = table[slot]  # [B, V]
+        at_boundary = slot == 0
+        eos_ok = at_boundary & (frames >= self.min_frames)
+        if self.max_frames is not None:
+            force = at_boundary & (frames >= self.max_frames)
+            allowed = allowed & ~force[:, None]
+            eos_ok = eos_ok | force
+        allowed[:, g.eos_token_id] |= eos_ok
+        # Before `<audio>`: everything but audio ids.
+        allowed = torch.where(has_audio[:, None], allowed, ~audio_any[None, :])
+        # Finished rows: only <eos> (generate() replaces it with padding anyway).
+        eos_only = torch.zeros_like(allowed[0])
+        eos_only[g.eos_token_id] = True
+        allowed = torch.where(finished[:, None], eos_only[None, :], allowed)
+        return scores.masked_fill(~allowed, -math.inf)
+
+
+def check_frame_grammar(ids: list[int] | torch.Tensor, grammar: FrameGrammar, require_eos: bool = False) -> list[str]:
+    """Violations of the frame grammar in one sequence (empty list = valid).
+
+    The audio part starts after the last `<audio>`; trailing `<eos>` (and anything after it, i.e. padding)
+    ends it. Args: ids: the token ids; grammar: the layout; require_eos: an `<eos>` must end the audio.
+    """
+    ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+    if grammar.audio_token_id not in ids:
+        return ["no <audio> token"]
+    start = len(ids) - 1 - ids[::-1].index(grammar.audio_token_id)
+    audio = ids[start + 1 :]
+    problems: list[str] = []
+    if grammar.eos_token_id in audio:
+        end = audio.index(grammar.eos_token_id)
+        audio = audio[:end]
+    elif require_eos:
+        problems.append("audio part does not end with <eos>")
+    G = grammar.tokens_per_frame
+    if len(audio) % G:
+        problems.append(f"audio part has {len(audio)} tokens, not a multiple of {G}")
+    for i, tok in enumerate(audio):
+        k = i % G
+        value = tok - grammar.audio_offset
+        if not 0 <= value < grammar.slot_sizes[k]:
+            problems.append(f"token {i} (slot {k}) = {tok} outside [{grammar.audio_offset}, "
+                            f"{grammar.audio_offset + grammar.slot_sizes[k]})")
+    return problems

@@ -1,0 +1,373 @@
+"""`jepatok train-lm`: train a speech LM on pre-tokenized jepatok data with Accelerate (arXiv 2512.07168 tokens).
+
+One loop for one CPU to many GPUs (`accelerate launch -m jepatok.cli train-lm ...`): packed blocks with
+block-diagonal attention (jepatok.lm.data), AdamW with linear warmup + cosine decay, gradient accumulation,
+mixed precision, clipping, optional LoRA (jepatok.lm.lora), TensorBoard + tqdm, and resumable state through
+`accelerator.save_state` / `load_state` in `OUTPUT_DIR/checkpoints/step_NNNNNN` (a resumed run is bit-identical
+to an uninterrupted one on CPU: the data order is a pure function of the step). Evaluation reports loss per token
+and, comparable across tokenizers, NLL / bits / perplexity per second of audio. The final model (LoRA merged) and
+the tokenizer are saved to `OUTPUT_DIR/final`, loadable with `AutoModelForCausalLM` / `AutoTokenizer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .args import LMTrainArgs, atomic_write_text
+from .data import IGNORE_INDEX, LMBatch, PackedDataset, build_examples, epoch_batches
+from .modeling import build_lm, check_lm_tokenizer, count_parameters
+
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class TrainResult:
+    """What a finished `train` call produced."""
+
+    output_dir: str
+    final_dir: str
+    steps: int  # optimizer steps completed in total
+    train_loss: float  # mean loss of the last logging window
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)  # per logging step (main process)
+
+
+def load_tokenizer(path: str):
+    """The speech tokenizer saved at `path` (AutoTokenizer; `import jepatok` registers the class)."""
+    import jepatok  # noqa: F401  (registers JepaSpeechTokenizer with AutoTokenizer)
+    from transformers import AutoTokenizer
+
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"tokenizer directory {path!r} does not exist")
+    return AutoTokenizer.from_pretrained(path)
+
+
+def load_pretokenized(path: str, tokenizer) -> dict:
+    """Splits of a pre-tokenized dataset (`save_to_disk` dir); raises ValueError if made with another codec."""
+    from datasets import Dataset, load_from_disk
+
+    from jepatok.data.pretokenize import check_codec_identity
+
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"pre-tokenized dataset directory {path!r} does not exist")
+    check_codec_identity(path, tokenizer)
+    data = load_from_disk(path)
+    splits = {"train": data} if isinstance(data, Dataset) else dict(data)
+    for name, split in splits.items():
+        if "audio_codes" not in split.column_names:
+            raise ValueError(f"split {name!r} of {path} has no audio_codes column (columns: {split.column_names})")
+    if "train" not in splits:
+        raise ValueError(f"{path} has no train split (splits: {sorted(splits)})")
+    return splits
+
+
+def make_packed(split, tokenizer, args: LMTrainArgs) -> tuple[PackedDataset, dict]:
+    """Sequences of one split, packed into blocks; returns the dataset and its build statistics."""
+    texts = split["text"] if "text" in split.column_names else [""] * len(split)
+    examples, stats = build_examples(
+        split["audio_codes"], texts, tokenizer, args.sequence_mode, args.block_size, args.mask_text_labels
+    )
+    if not examples:
+        raise ValueError(f"no training sequences could be built ({stats}); check sequence_mode and block_size")
+    return PackedDataset(examples, args.block_size, int(tokenizer.pad_token_id)), vars(stats)
+
+
+def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Multiplier of the peak LR after `step` optimizer steps: linear warmup, then cosine to `min_ratio`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, args: LMTrainArgs) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not norms/biases)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(
+        groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_eps
+    )
+
+
+def batch_nll(model, batch: LMBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token NLL [B, S-1] (0 where unlabelled) and the target ids [B, S-1] of a packed batch.
+
+    `attention_mask=None` with per-sequence `position_ids` gives block-diagonal causal attention.
+    """
+    out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=None, use_cache=False)
+    logits = out.logits[:, :-1].float()  # [B, S-1, V]
+    targets = batch.labels[:, 1:]  # [B, S-1]
+    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
+    return nll.view_as(targets), targets
+
+
+@torch.no_grad()
+def evaluate(model, packed: PackedDataset, tokenizer, args: LMTrainArgs, accelerator) -> dict[str, float]:
+    """Loss per token and NLL/bits/perplexity per audio second over (up to max_eval_blocks) eval blocks."""
+    was_training = model.training
+    model.eval()
+    n_blocks = min(len(packed), args.max_eval_blocks)
+    mine = list(range(accelerator.process_index, n_blocks, accelerator.num_processes))
+    G, offset, eos = int(tokenizer.tokens_per_frame), int(tokenizer.audio_offset), int(tokenizer.eos_token_id)
+    sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # nll, tokens, audio nll, audio tokens
+    for i in range(0, len(mine), args.per_device_batch_size):
+        batch = packed.collate(mine[i : i + args.per_device_batch_size]).to(accelerator.device)
+        with accelerator.autocast():
+            nll, targets = batch_nll(model, batch)
+        labelled = targets != IGNORE_INDEX
+        audio = targets >= offset
+        coded = audio | (targets == eos)  # what coding the audio costs: its tokens and where it ends
+        sums += torch.stack(
+            [nll[labelled].sum(), labelled.sum(), nll[coded].sum(), audio.sum()]
+        ).to(torch.float64)
+    sums = accelerator.reduce(sums, reduction="sum")
+    model.train(was_training)
+    nll, tokens, audio_nll, audio_tokens = (float(x) for x in sums.tolist())
+    if tokens == 0:
+        return {}
+    seconds = audio_tokens / G / float(tokenizer.frame_rate)
+    metrics = {"eval/loss": nll / tokens, "eval/perplexity": math.exp(min(nll / tokens, 700.0))}
+    if seconds > 0:
+        per_second = audio_nll / seconds
+        metrics.update(
+            {
+                "eval/nll_per_audio_second": per_second,
+                "eval/bits_per_audio_second": per_second / math.log(2),
+                # exp(nats per second) overflows float64 past 709 nats/s (an untrained tiny-preset LM at 9500 tokens/s).
+                "eval/perplexity_per_audio_second": math.exp(per_second) if per_second < 709 else float("inf"),
+                "eval/audio_seconds": seconds,
+            }
+        )
+    return metrics
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints (a trainer_state.json is written last), oldest first."""
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    done = [p for p in root.glob("step_*") if (p / STATE_FILE).is_file()]
+    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
+
+
+def save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, extra: dict) -> Path:
+    """`save_state` into a hidden temp folder, add trainer_state.json, rename to step_NNNNNN (atomic)."""
+    root = output_dir / "checkpoints"
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp_step_{step:06d}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        atomic_write_text(tmp / STATE_FILE, json.dumps({"step": step, **extra}, indent=2) + "\n")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        if keep > 0:
+            for old in list_checkpoints(output_dir)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _after_step(step: int) -> None:
+    """Hook called after every optimizer step (tests use it to simulate a crash)."""
+
+
+def _build_model(args: LMTrainArgs, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    if args.init_from:
+        model = AutoModelForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
+        check_lm_tokenizer(model, tokenizer)
+    else:
+        model = build_lm(args.model_preset, tokenizer, seed=args.seed, **args.model_overrides)
+    if args.lora:
+        from .lora import apply_lora
+
+        model = apply_lora(model, args.lora)
+    return model
+
+
+def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
+    """Train (or resume) a speech LM as described by `args`; returns where the final model went.
+
+    Args:
+        args: run configuration (recipe + overrides + paths).
+        resume: continue from the newest complete checkpoint in `OUTPUT_DIR/checkpoints` (fresh start if none).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    if not (args.data and args.tokenizer and args.output_dir):
+        raise ValueError("data, tokenizer and output_dir are required")
+    out = Path(args.output_dir)
+    if not resume and list_checkpoints(out):
+        raise FileExistsError(f"{out} already holds checkpoints; pass --resume to continue or use a new --output-dir")
+    trackers = None if args.report_to in ("", "none", None) else args.report_to
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, log_with=trackers, project_dir=str(out))
+    set_seed(args.seed)
+    tokenizer = load_tokenizer(args.tokenizer)
+    splits = load_pretokenized(args.data, tokenizer)
+    train_set, train_stats = make_packed(splits["train"], tokenizer, args)
+    eval_set = make_packed(splits[args.eval_split], tokenizer, args)[0] if args.eval_split in splits else None
+
+    model = _build_model(args, tokenizer)
+    optimizer = make_optimizer(model, args)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_lambda(s, args.warmup_steps, args.max_steps, args.min_lr_ratio)
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # The scheduler is stepped once per optimizer step by hand (not prepared: Accelerate would step it once per
+    # process) and checkpointed alongside the prepared objects.
+    accelerator.register_for_checkpointing(scheduler)
+
+    step = 0
+    checkpoints = list_checkpoints(out) if resume else []
+    if checkpoints:
+        accelerator.load_state(str(checkpoints[-1]))
+        step = json.loads((checkpoints[-1] / STATE_FILE).read_text())["step"]
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        args.save(out / "train_args.json")
+    if trackers:
+        hparams = {k: v for k, v in args.to_dict().items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers("lm", config=hparams)
+
+    ga, world, rank = args.gradient_accumulation_steps, accelerator.num_processes, accelerator.process_index
+    bs = args.per_device_batch_size
+    per_epoch = len(epoch_batches(len(train_set), bs, 0, args.seed, world, rank))  # same count every epoch
+    order: dict[int, list[list[int]]] = {}  # the current epoch's micro-batches only
+
+    def micro_batch(m: int) -> LMBatch:
+        """Micro-batch number m of this process: a pure function of m (what makes resume exact)."""
+        epoch, j = divmod(m, per_epoch)
+        if epoch not in order:
+            order.clear()
+            order[epoch] = epoch_batches(len(train_set), bs, epoch, args.seed, world, rank)
+        return train_set.collate(order[epoch][j]).to(accelerator.device)
+
+    if accelerator.is_main_process:
+        n_params = count_parameters(accelerator.unwrap_model(model))
+        n_train = count_parameters(accelerator.unwrap_model(model), trainable_only=True)
+        accelerator.print(
+            f"train-lm: {n_params / 1e6:.2f} M parameters ({n_train / 1e6:.2f} M trainable), {len(train_set)} blocks of "
+            f"{args.block_size} tokens, {world} process(es), sequences {train_stats}, starting at step {step}"
+        )
+    model.train()
+    history: list[dict[str, float]] = []
+    window_loss, window_steps, window_tokens, t0 = 0.0, 0, 0, time.perf_counter()
+    last_loss, eval_metrics = float("nan"), {}
+    bar = tqdm(total=args.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train-lm")
+    while step < args.max_steps:
+        micro = [micro_batch(step * ga + i) for i in range(ga)]
+        n_tokens = sum(int((b.labels[:, 1:] != IGNORE_INDEX).sum()) for b in micro)
+        step_loss = 0.0
+        for i, batch in enumerate(micro):
+            sync = nullcontext() if i == ga - 1 else accelerator.no_sync(model)
+            with sync:
+                nll, _ = batch_nll(model, batch)
+                loss = nll.sum() / max(1, n_tokens)
+                accelerator.backward(loss)
+            step_loss += float(loss.detach())
+        grad_norm = (
+            float(accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)) if args.max_grad_norm > 0 else 0.0
+        )
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window_loss, window_steps, window_tokens = window_loss + step_loss, window_steps + 1, window_tokens + n_tokens
+        bar.update(1)
+        if args.logging_steps and (step % args.logging_steps == 0 or step == args.max_steps):
+            elapsed = time.perf_counter() - t0
+            record = {
+                "train/loss": window_loss / window_steps,
+                "train/lr": scheduler.get_last_lr()[0],
+                "train/grad_norm": grad_norm,
+                "train/steps_per_second": window_steps / elapsed,
+                "train/label_tokens_per_second": window_tokens * world / elapsed,
+            }
+            last_loss = record["train/loss"]
+            history.append({"step": step, **record})
+            accelerator.log(record, step=step)
+            bar.set_postfix(loss=f"{last_loss:.3f}")
+            window_loss, window_steps, window_tokens, t0 = 0.0, 0, 0, time.perf_counter()
+        if eval_set is not None and args.eval_steps and (step % args.eval_steps == 0 or step == args.max_steps):
+            eval_metrics = evaluate(model, eval_set, tokenizer, args, accelerator)
+            accelerator.log(eval_metrics, step=step)
+            accelerator.print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items()))
+        if args.save_steps and (step % args.save_steps == 0 or step == args.max_steps):
+            save_checkpoint(accelerator, out, step, args.save_total_limit, {"train_loss": last_loss})
+        _after_step(step)
+    bar.close()
+    if window_steps:
+        last_loss = window_loss / window_steps
+    final_dir = save_final(accelerator, model, tokenizer, out)
+    if accelerator.is_main_process:
+        summary = {"steps": step, "train_loss": last_loss, **eval_metrics, "sequences": train_stats}
+        atomic_write_text(out / "final_metrics.json", json.dumps(summary, indent=2) + "\n")
+    accelerator.end_training()
+    return TrainResult(str(out), str(final_dir), step, last_loss, eval_metrics, history)
+
+
+def save_final(accelerator, model, tokenizer, out: Path) -> Path:
+    """Unwrap (and merge LoRA into) the model and save it with the tokenizer to OUTPUT_DIR/final, atomically."""
+    from .lora import merge_lora
+
+    final, tmp = out / "final", out / ".final.tmp"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        plain = merge_lora(accelerator.unwrap_model(model))
+        plain.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# --- command line -----------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", default="tiny", help="recipe name in recipes/lm (tiny, small, base) or a YAML path")
+    parser.add_argument("--data", required=True, help="pre-tokenized dataset directory (jepatok pretokenize)")
+    parser.add_argument("--tokenizer", required=True, help="JepaSpeechTokenizer directory")
+    parser.add_argument("--output-dir", required=True, help="run directory (checkpoints/, final/, logs)")
+    parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides the recipe)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUTPUT_DIR")
+    parser.add_argument("--lora", default=None, help="LoRA 'r,alpha,targets' e.g. 8,16,q_proj,v_proj")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides (YAML values)")
+
+
+def run(args: argparse.Namespace) -> int:
+    train_args = LMTrainArgs.from_recipe(
+        args.recipe,
+        args.overrides,
+        data=args.data,
+        tokenizer=args.tokenizer,
+        output_dir=args.output_dir,
+        max_steps=args.max_steps,
+        lora=args.lora,
+    )
+    result = train(train_args, resume=args.resume)
+    print(json.dumps({"final_dir": result.final_dir, "steps": result.steps, "train_loss": result.train_loss,
+                      **result.eval_metrics}, indent=2))
+    return 0
