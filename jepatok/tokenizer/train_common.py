@@ -342,6 +342,7 @@ class CodecTrainer:
             raise ValueError("mixed_precision=fp16 needs a CUDA device; use bf16 or no on CPU")
         project = ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs"))
         return Accelerator(
+            cpu=not torch.cuda.is_available(),  # selects gloo DDP when launched with several CPU processes
             mixed_precision=a.mixed_precision,
             log_with=None if a.tracker == "none" else a.tracker,
             project_config=project,
@@ -391,6 +392,30 @@ class CodecTrainer:
         except Exception as err:  # re-raised: a damaged checkpoint must stop the run, never restart it
             raise ValueError(f"checkpoint {str(path)!r} is corrupt or does not match this run: {err}") from err
         self.state = TrainerState(**state)
+
+    def check_processes_agree(self) -> list[str]:
+        """sha256 of every process's trained weights, gathered; raises when data-parallel copies diverged.
+
+        Written to `<output_dir>/process_fingerprints.json` by the main process.
+        """
+        import hashlib
+
+        from accelerate.utils import gather_object
+
+        digest = hashlib.sha256()
+        for model in self.fingerprint_modules():
+            for key, tensor in sorted(_unwrap_mod(model).state_dict().items()):
+                digest.update(key.encode())
+                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        prints = gather_object([digest.hexdigest()])
+        if self.accelerator.is_main_process:
+            write_json_atomic(self.output_dir / "process_fingerprints.json", {"fingerprints": prints})
+        if len(set(prints)) != 1:
+            raise RuntimeError(f"data-parallel processes hold different weights: {prints}")
+        return prints
+
+    def fingerprint_modules(self) -> list:
+        return [self.final_model()]
 
     def run(self) -> Path | None:
         """Train; returns the `final` directory (None when stopped early by `halt_after_steps`)."""
@@ -449,6 +474,7 @@ class CodecTrainer:
                 return None
         bar.close()
         final_dir = self.output_dir / "final"
+        self.check_processes_agree()
         acc.wait_for_everyone()
         if acc.is_main_process:  # written beside and renamed into place: never a half-written final/
             partial = self.output_dir / ".final.partial"

@@ -1,0 +1,254 @@
+"""Stage 2 of the JEPA tokenizer (arXiv 2512.07168 §3): FSQ + HiFi-GAN decoder on the stage-1 encoder.
+
+`jepatok train-stage2 --recipe NAME_OR_YAML --stage1 DIR/final --data SOURCE --output-dir DIR
+[--finetune-encoder] [--max-steps N] [--resume] [key=value ...]`.
+
+The stage-1 `JepaCodecModel` is loaded with `from_pretrained` and refused (naming the differing keys) when
+its architecture differs from the recipe's codec config. The encoder is frozen by default (eval mode, no
+gradient; `--finetune-encoder` trains it). Each step, HiFi-GAN order: once `disc_start_step` is reached the
+MPD + MSD discriminators (their own AdamW and schedule) take an LSGAN step on the detached reconstruction,
+then the generator takes a step on L1 + 2.0 * MR-STFT + 0.1 * (LSGAN + 2 * FM) [+ mel-L1]. Mixed precision
+goes through Accelerate (fp16 uses its grad scaler on CUDA). Every `sample_every` steps the main process
+writes original/reconstructed WAVs, a spectrogram comparison PNG and the losses under DIR/samples/step_N/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.audio import write_wav
+from ..data.training_data import AudioBatch
+from .configuration import JepaCodecConfig
+from .discriminators import JepaDiscriminators
+from .losses import generator_loss, lsgan_discriminator_loss
+from .train_common import CodecTrainer, TrainArgs, _f, _unwrap_mod, load_args
+from .train_stage1 import add_common_arguments
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage2Args(TrainArgs):
+    """Stage-2 run config (TrainArgs plus the decoder/GAN options; paper values by default)."""
+
+    finetune_encoder: bool = _f(False, "train the encoder too (paper code: frozen)")
+    encoder_lr: float | None = _f(None, "encoder lr when fine-tuning (None = lr)")
+    disc_start_step: int = _f(5000, "step at which the discriminators start training")
+    disc_lr: float = _f(7.5e-5, "discriminator AdamW lr")
+    disc_warmup_steps: int = _f(0, "linear warmup of the discriminator lr (from disc_start_step)")
+    l1_weight: float = _f(1.0, "weight of the waveform L1")
+    stft_weight: float = _f(2.0, "weight of the multi-resolution STFT loss")
+    gan_weight: float = _f(0.1, "weight of (LSGAN + fm_weight * feature matching)")
+    fm_weight: float = _f(2.0, "feature-matching weight inside the GAN term")
+    mel_weight: float = _f(0.0, "weight of the optional log-mel L1 (0 = off, as in the paper)")
+    gan_before_disc: bool = _f(False, "add adversarial + FM terms before the discriminators train (authors' quirk)")
+    sample_every: int = _f(500, "write audio samples + spectrogram PNG every N steps (0 = never)")
+    num_samples: int = _f(2, "clips written per sample dump")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stage-1 checkpoint compatibility
+# ----------------------------------------------------------------------------------------------------
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def config_differences(a: JepaCodecConfig, b: JepaCodecConfig) -> dict[str, tuple]:
+    """Architecture keys (dotted) whose values differ: {key: (a_value, b_value)}."""
+    from .modeling import _architecture_dict
+
+    fa, fb = _flatten(_architecture_dict(a)), _flatten(_architecture_dict(b))
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+
+
+def load_stage1(path: str | Path, expected: JepaCodecConfig):
+    """Load a stage-1 `JepaCodecModel`, refusing one whose architecture differs from `expected`."""
+    from .modeling import JepaCodecModel
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"stage-1 checkpoint {str(path)!r} has no config.json (expected DIR/final)")
+    found = JepaCodecConfig.from_pretrained(str(path))
+    diff = config_differences(found, expected)
+    if diff:
+        lines = ", ".join(f"{k}: checkpoint={va!r} recipe={vb!r}" for k, (va, vb) in diff.items())
+        raise ValueError(
+            f"stage-1 checkpoint {str(path)!r} does not match the recipe's codec config "
+            f"({len(diff)} differing keys: {lines}); use the recipe the encoder was trained with"
+        )
+    return JepaCodecModel.from_pretrained(str(path))
+
+
+class Stage2Generator(nn.Module):
+    """Encoder -> FSQ -> decoder as one module (what DDP wraps). Frozen encoder runs without gradients."""
+
+    def __init__(self, codec, finetune_encoder: bool):
+        super().__init__()
+        self.codec = codec
+        self.finetune_encoder = finetune_encoder
+        codec.encoder.requires_grad_(finetune_encoder)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.finetune_encoder:
+            self.codec.encoder.eval()
+        return self
+
+    def forward(self, input_values: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """[B, 1, L] (L a multiple of the hop) -> reconstruction [B, 1, L]."""
+        with torch.set_grad_enabled(self.finetune_encoder and torch.is_grad_enabled()):
+            latents = self.codec.encoder(input_values, padding_mask).latents  # [B, T, D]
+        quantized = self.codec.quantize(latents).quantized
+        audio = self.codec.decode_latents(quantized)
+        return audio[..., : input_values.shape[-1]]
+
+
+class Stage2Trainer(CodecTrainer):
+    """Stage-2 loop; see the module docstring.
+
+    Args:
+        stage1 (`str`): Directory of the stage-1 final model (`save_pretrained` output).
+        Other args as `CodecTrainer`.
+    """
+
+    stage = "stage2"
+
+    def __init__(self, args: Stage2Args, data: str, output_dir, stage1: str, resume: bool = False):
+        super().__init__(args, data, output_dir, resume)
+        self.stage1 = stage1
+        self.codec = load_stage1(stage1, self.config)  # fail before any setup
+
+    def build(self) -> None:
+        a, acc = self.args, self.accelerator
+        generator = Stage2Generator(self.codec, a.finetune_encoder)
+        groups = [{"params": [p for p in self.codec.decoder.parameters()], "lr": a.lr}]
+        if a.finetune_encoder:
+            groups.append({"params": list(self.codec.encoder.parameters()), "lr": a.encoder_lr or a.lr})
+        g_opt = self.make_optimizer(groups, a.lr)
+        disc = JepaDiscriminators(self.config)
+        d_opt = torch.optim.AdamW(disc.parameters(), lr=a.disc_lr, betas=(a.adam_beta1, a.adam_beta2), weight_decay=a.weight_decay)
+        self.gen, self.g_opt, self.disc, self.d_opt = acc.prepare(generator, g_opt, disc, d_opt)
+        self.g_sched = self.make_scheduler(self.g_opt)
+        self.d_sched = self.make_scheduler(self.d_opt, max(1, a.max_steps - a.disc_start_step), a.disc_warmup_steps)
+        self.gen.train()
+        self.disc.train()
+
+    def train_step(self, batches: list[AudioBatch]) -> dict[str, float]:
+        a, acc = self.args, self.accelerator
+        n, step = len(batches), self.state.step
+        disc_on = step >= a.disc_start_step
+        use_gan = disc_on or a.gan_before_disc
+        fakes = []
+        for i, b in enumerate(batches):  # generator forward (DDP sync decided here, at forward time)
+            with self.sync_context(self.gen, i, n), acc.autocast():
+                fakes.append(self.gen(b.input_values, b.padding_mask))
+        metrics: dict[str, float] = {}
+        if disc_on:  # 1) discriminator step on detached reconstructions
+            self.d_opt.zero_grad(set_to_none=True)
+            d_total = 0.0
+            for i, (b, fake) in enumerate(zip(batches, fakes)):
+                with self.sync_context(self.disc, i, n):
+                    with acc.autocast():
+                        out = self.disc(torch.cat([b.input_values, fake.detach()]))
+                        real, gen_out = JepaDiscriminators.split(out, b.input_values.shape[0])
+                        d_loss = lsgan_discriminator_loss(real.logits, gen_out.logits)
+                    acc.backward(d_loss / n)
+                d_total += float(d_loss.detach()) / n
+            metrics["disc_grad_norm"] = self.clip(self.disc.parameters())
+            self.d_opt.step()
+            self.d_sched.step()
+            self.d_opt.zero_grad(set_to_none=True)
+            metrics["disc_loss"] = d_total
+            metrics["disc_lr"] = self.d_sched.get_last_lr()[0]
+        # 2) generator step
+        sums: dict[str, float] = {}
+        for i, (b, fake) in enumerate(zip(batches, fakes)):
+            with acc.autocast():
+                kwargs = {}
+                if use_gan:
+                    with acc.no_sync(self.disc):  # D's grads from the G loss are discarded, never all-reduced
+                        out = self.disc(torch.cat([b.input_values, fake]))
+                    real, gen_out = JepaDiscriminators.split(out, b.input_values.shape[0])
+                    kwargs = dict(fake_logits=gen_out.logits, real_features=real.features, fake_features=gen_out.features)
+                losses = generator_loss(
+                    fake, b.input_values, mask=b.padding_mask, l1_weight=a.l1_weight, stft_weight=a.stft_weight,
+                    gan_weight=a.gan_weight, fm_weight=a.fm_weight, mel_weight=a.mel_weight,
+                    sampling_rate=self.config.sampling_rate, **kwargs,
+                )
+            acc.backward(losses.total / n)
+            for k, v in losses.as_dict("gen_").items():
+                sums[k] = sums.get(k, 0.0) + v / n
+        metrics.update(sums)
+        metrics["loss"] = metrics.pop("gen_loss")
+        params = [p for p in _unwrap_mod(self.gen).parameters() if p.requires_grad]
+        metrics["grad_norm"] = self.clip(params)
+        self.g_opt.step()
+        self.g_sched.step()
+        self.g_opt.zero_grad(set_to_none=True)
+        metrics["lr"] = self.g_sched.get_last_lr()[0]
+        if a.sample_every and (step + 1) % a.sample_every == 0 and acc.is_main_process:
+            self.write_samples(step + 1, batches[0], fakes[0].detach(), metrics)
+        return metrics
+
+    def write_samples(self, step: int, batch: AudioBatch, fake: torch.Tensor, metrics: dict) -> Path:
+        """WAVs (original / reconstruction), a spectrogram comparison PNG and the losses for a few clips."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        out_dir = self.output_dir / "samples" / f"step_{step}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sr = self.config.sampling_rate
+        k = min(self.args.num_samples, batch.input_values.shape[0])
+        fig, axes = plt.subplots(k, 2, figsize=(10, 2.6 * k), squeeze=False)
+        for i in range(k):
+            n = int(batch.lengths[i])
+            ref, rec = batch.input_values[i, 0, :n].float().cpu(), fake[i, 0, :n].float().cpu()
+            write_wav(out_dir / f"{i}_original.wav", ref, sr)
+            write_wav(out_dir / f"{i}_reconstruction.wav", rec, sr)
+            n_fft = min(512, max(16, 1 << (max(n, 2) - 1).bit_length() - 1))
+            for j, (name, wav) in enumerate((("original", ref), ("reconstruction", rec))):
+                spec = torch.stft(wav, n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs()
+                axes[i][j].imshow(torch.log10(spec + 1e-5).numpy(), origin="lower", aspect="auto", cmap="magma")
+                axes[i][j].set_title(f"clip {i} {name}")
+        fig.suptitle(f"stage 2, step {step}")
+        fig.tight_layout()
+        tmp = out_dir / ".spectrograms.tmp.png"
+        fig.savefig(tmp)
+        plt.close(fig)
+        tmp.replace(out_dir / "spectrograms.png")
+        (out_dir / "losses.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
+        return out_dir
+
+    def final_model(self):
+        return self.codec
+
+    def fingerprint_modules(self) -> list:
+        return [self.codec, self.disc]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--stage1", required=True, help="stage-1 final model directory (DIR/final)")
+    parser.add_argument("--finetune-encoder", action="store_true", help="train the encoder too (default: frozen)")
+
+
+def run(args: argparse.Namespace) -> int:
+    train_args = load_args(
+        Stage2Args, args.recipe, "stage2", args.overrides, max_steps=args.max_steps,
+        finetune_encoder=True if args.finetune_encoder else None,
+    )
+    Stage2Trainer(train_args, args.data, args.output_dir, args.stage1, resume=args.resume).run()
+    return 0
