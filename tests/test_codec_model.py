@@ -46,7 +46,9 @@ def model64():
 def _clip(n: int, seed: int, dtype=torch.float32) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(n, dtype=torch.float64) / 8000
-    x = 0.4 * torch.sin(2 * math.pi * (150 + 40 * seed % 300) * t) + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    x = 0.4 * torch.sin(2 * math.pi * (150 + 40 * seed % 300) * t) + 0.1 * torch.randn(
+        n, generator=g, dtype=torch.float64
+    )
     return x.to(dtype)
 
 

@@ -87,7 +87,11 @@ def encode_latents_chunked(
     Returns:
         (latents [B, T, D], frame_mask [B, T] bool) with T = ceil(L / hop).
     """
-    if not isinstance(chunk_length_s, (int, float)) or isinstance(chunk_length_s, bool) or chunk_length_s <= 0:
+    if (
+        not isinstance(chunk_length_s, (int, float))
+        or isinstance(chunk_length_s, bool)
+        or chunk_length_s <= 0
+    ):
         raise ValueError(f"chunk_length_s must be a positive number of seconds, got {chunk_length_s!r}")
     hop = encoder.hop_length
     chunk = max(1, math.ceil(chunk_length_s * sampling_rate / hop))
@@ -139,7 +143,11 @@ def decode_latents_chunked(
         sampling_rate (`int`): The codec's sampling rate.
         context_frames (`int`, *optional*): Context on each side; default: the decoder's receptive field.
     """
-    if not isinstance(chunk_length_s, (int, float)) or isinstance(chunk_length_s, bool) or chunk_length_s <= 0:
+    if (
+        not isinstance(chunk_length_s, (int, float))
+        or isinstance(chunk_length_s, bool)
+        or chunk_length_s <= 0
+    ):
         raise ValueError(f"chunk_length_s must be a positive number of seconds, got {chunk_length_s!r}")
     hop = decoder.hop_length
     chunk = max(1, math.ceil(chunk_length_s * sampling_rate / hop))

@@ -74,13 +74,19 @@ def load_codes(path: str | os.PathLike) -> CodesFile:
     except Exception as err:  # safetensors raises its own error types for non-safetensors input
         raise ValueError(f"{path} is not a jepatok codes file (not readable as safetensors: {err})") from err
     if meta.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path} is not a jepatok codes file (format {meta.get('format')!r}, want {FORMAT_NAME!r})")
+        raise ValueError(
+            f"{path} is not a jepatok codes file (format {meta.get('format')!r}, want {FORMAT_NAME!r})"
+        )
     version = int(meta.get("format_version", "-1"))
     if version not in SUPPORTED_VERSIONS:
-        raise ValueError(f"{path} has codes format version {version}; this jepatok reads {SUPPORTED_VERSIONS}")
+        raise ValueError(
+            f"{path} has codes format version {version}; this jepatok reads {SUPPORTED_VERSIONS}"
+        )
     items = json.loads(meta["items"])
     codes = [tensors[f"codes_{i}"].long() for i in range(len(items))]
-    return CodesFile(codes=codes, identity=json.loads(meta["codec_identity"]), items=items, format_version=version)
+    return CodesFile(
+        codes=codes, identity=json.loads(meta["codec_identity"]), items=items, format_version=version
+    )
 
 
 def check_identity(expected: dict, actual: dict, what: str = "codes") -> None:
@@ -107,7 +113,9 @@ def load_codec(spec: str) -> JepaCodecModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(PRESET_SEED)
             return JepaCodecModel(JepaCodecConfig.from_preset(spec)).eval()
-    raise ValueError(f"--codec {spec!r} is neither a codec directory nor a preset ({', '.join(sorted(PRESETS))})")
+    raise ValueError(
+        f"--codec {spec!r} is neither a codec directory nor a preset ({', '.join(sorted(PRESETS))})"
+    )
 
 
 _CODEC_HELP = (
@@ -142,8 +150,12 @@ def run_encode(args: argparse.Namespace) -> int:
         with torch.no_grad():
             out = codec.encode(x, chunk_length_s=chunk)
         codes.append(out.audio_codes[0].cpu())
-        items.append({"name": Path(name).name, "num_samples": int(x.shape[-1]), "source_sampling_rate": source_sr})
-        print(f"{name}: {x.shape[-1] / sr:.2f} s -> {out.audio_codes.shape[1]} frames x {out.audio_codes.shape[2]} tokens")
+        items.append(
+            {"name": Path(name).name, "num_samples": int(x.shape[-1]), "source_sampling_rate": source_sr}
+        )
+        print(
+            f"{name}: {x.shape[-1] / sr:.2f} s -> {out.audio_codes.shape[1]} frames x {out.audio_codes.shape[2]} tokens"
+        )
     save_codes(args.out, CodesFile(codes=codes, identity=codec_identity(codec), items=items))
     print(f"wrote {args.out}")
     return 0
@@ -172,7 +184,9 @@ def run_decode(args: argparse.Namespace) -> int:
     if several:
         out.mkdir(parents=True, exist_ok=True)
     for codes, item in zip(data.codes, data.items):
-        chunk = args.chunk_seconds if codes.shape[0] * codec.config.hop_length > args.chunk_seconds * sr else None
+        chunk = (
+            args.chunk_seconds if codes.shape[0] * codec.config.hop_length > args.chunk_seconds * sr else None
+        )
         with torch.no_grad():
             audio = codec.decode(codes.unsqueeze(0), chunk_length_s=chunk).audio_values
         audio = codec.trim_audio(audio, [item["num_samples"]])[0].cpu().numpy()

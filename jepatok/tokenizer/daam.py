@@ -33,7 +33,9 @@ class DaamStatistics:
     count: torch.Tensor  # [B] float64, number of valid frames
 
     def __add__(self, other: DaamStatistics) -> DaamStatistics:
-        return DaamStatistics(self.total + other.total, self.total_sq + other.total_sq, self.count + other.count)
+        return DaamStatistics(
+            self.total + other.total, self.total_sq + other.total_sq, self.count + other.count
+        )
 
     def mean_var(self, var_floor: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu [B, 1, 1], var [B, 1, 1]) in float32; clips with no valid frame get mu 0, var = floor."""

@@ -100,7 +100,11 @@ class JepaEncoder(nn.Module):
         self.bottleneck = nn.Conv1d(enc.channels[-1], enc.latent_dim, kernel_size=1)
         self.conformers = nn.ModuleList(
             ConformerBlock(
-                enc.latent_dim, enc.conformer_heads, enc.conformer_ff_mult, enc.conformer_kernel_size, enc.dropout
+                enc.latent_dim,
+                enc.conformer_heads,
+                enc.conformer_ff_mult,
+                enc.conformer_kernel_size,
+                enc.dropout,
             )
             for _ in range(enc.conformer_layers)
         )
@@ -115,7 +119,9 @@ class JepaEncoder(nn.Module):
         if input_values.dim() == 2:
             input_values = input_values.unsqueeze(1)
         if input_values.dim() != 3 or input_values.shape[1] != 1:
-            raise ValueError(f"input_values must be [B, 1, L] or [B, L] mono audio, got {list(input_values.shape)}")
+            raise ValueError(
+                f"input_values must be [B, 1, L] or [B, L] mono audio, got {list(input_values.shape)}"
+            )
         b, _, length = input_values.shape
         if length == 0:
             raise ValueError("input_values has no samples (L = 0)")

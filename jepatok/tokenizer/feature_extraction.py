@@ -30,7 +30,9 @@ def _check_rate(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         if isinstance(value, (float, np.floating)) and float(value).is_integer() and value > 0:
             return int(value)
-        raise ValueError(f"{name} must be a positive integer number of Hz, got {value!r} ({type(value).__name__})")
+        raise ValueError(
+            f"{name} must be a positive integer number of Hz, got {value!r} ({type(value).__name__})"
+        )
     if value <= 0:
         raise ValueError(f"{name} must be a positive integer number of Hz, got {value}")
     return int(value)
@@ -114,7 +116,9 @@ class JepaCodecFeatureExtractor(SequenceFeatureExtractor):
         if isinstance(hop_length, bool) or not isinstance(hop_length, int) or hop_length <= 0:
             raise ValueError(f"hop_length must be a positive integer, got {hop_length!r}")
         kwargs.setdefault("return_attention_mask", False)
-        super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
+        super().__init__(
+            feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs
+        )
         self.hop_length = hop_length
 
     @classmethod
@@ -171,7 +175,9 @@ class JepaCodecFeatureExtractor(SequenceFeatureExtractor):
         for i, clip in enumerate(clips):
             audio = _downmix(_to_float_array(clip, i))
             if sampling_rate != self.sampling_rate:
-                audio = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), sampling_rate, self.sampling_rate)
+                audio = AF.resample(
+                    torch.from_numpy(np.ascontiguousarray(audio)), sampling_rate, self.sampling_rate
+                )
                 audio = audio.numpy()
             mono.append(np.ascontiguousarray(audio, dtype=np.float32))
         lengths = [len(a) for a in mono]

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers.modeling_utils import PreTrainedAudioTokenizerBase
 from transformers import initialization as init
+from transformers.modeling_utils import PreTrainedAudioTokenizerBase
 from transformers.utils import ModelOutput
 
 from .configuration import JepaCodecConfig
@@ -223,11 +223,15 @@ class JepaCodecModel(JepaCodecPreTrainedModel):
             audio = audio * sample_mask.unsqueeze(1).to(audio.dtype)
         return JepaCodecDecoderOutput(audio_values=audio)
 
-    def forward(self, input_values: torch.Tensor, padding_mask: torch.Tensor | None = None) -> JepaCodecOutput:
+    def forward(
+        self, input_values: torch.Tensor, padding_mask: torch.Tensor | None = None
+    ) -> JepaCodecOutput:
         """Encode then decode; `audio_values` [B, 1, T * hop] (padded frames zeroed)."""
         enc = self.encode(input_values, padding_mask)
         dec = self.decode(enc.audio_codes, frame_mask=enc.frame_mask)
-        return JepaCodecOutput(audio_codes=enc.audio_codes, audio_values=dec.audio_values, frame_mask=enc.frame_mask)
+        return JepaCodecOutput(
+            audio_codes=enc.audio_codes, audio_values=dec.audio_values, frame_mask=enc.frame_mask
+        )
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus the matching feature extractor (`preprocessor_config.json`)

@@ -1,0 +1,112 @@
+"""Long-audio encode/decode in windows: tokens agree with whole-file encoding, seams carry no clicks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from jepatok import JepaCodecConfig, JepaCodecModel
+from jepatok.tokenizer.chunking import decode_latents_chunked, encoder_receptive_frames
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # small ops: one thread avoids OpenMP stalls on a shared CPU
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return JepaCodecModel(JepaCodecConfig.from_preset("tiny")).eval()
+
+
+def _speechlike(seconds: float, rate: int, seed: int = 0) -> torch.Tensor:
+    """An amplitude- and pitch-modulated harmonic signal with noise bursts (non-stationary) [L]."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * rate)) / rate
+    f0 = 120 + 40 * torch.sin(2 * math.pi * 0.7 * t)
+    phase = 2 * math.pi * torch.cumsum(f0, 0) / rate
+    voiced = sum(torch.sin(k * phase) / k for k in range(1, 6))
+    envelope = 0.5 * (1 + torch.sin(2 * math.pi * 2.3 * t)).clamp(min=0.05)
+    noise = 0.05 * torch.randn(t.shape, generator=g) * (torch.sin(2 * math.pi * 1.1 * t) > 0.6)
+    return (0.3 * envelope * voiced + noise).float()
+
+
+@pytest.mark.parametrize("chunk_s", [0.25, 0.6])
+def test_chunked_tokens_match_whole_file(model, chunk_s):
+    x = _speechlike(3.0, 8000).view(1, 1, -1)
+    with torch.no_grad():
+        whole = model.encode(x)
+        chunked = model.encode(x, chunk_length_s=chunk_s)
+    assert chunked.audio_codes.shape == whole.audio_codes.shape
+    same = (chunked.audio_codes == whole.audio_codes).all(dim=-1).float().mean().item()
+    assert same >= 0.99, same
+    torch.testing.assert_close(chunked.latents, whole.latents, rtol=1e-3, atol=1e-4)
+
+
+def test_chunked_encode_of_padded_batch(model):
+    clips = [_speechlike(1.5, 8000, 1), _speechlike(0.7, 8000, 2)]
+    x = torch.zeros(2, 1, len(clips[0]))
+    mask = torch.zeros(2, len(clips[0]), dtype=torch.long)
+    for i, c in enumerate(clips):
+        x[i, 0, : len(c)] = c
+        mask[i, : len(c)] = 1
+    with torch.no_grad():
+        whole = model.encode(x, mask)
+        chunked = model.encode(x, mask, chunk_length_s=0.2)
+    assert torch.equal(chunked.frame_mask, whole.frame_mask)
+    valid = whole.frame_mask
+    same = (chunked.audio_codes == whole.audio_codes).all(dim=-1)[valid].float().mean().item()
+    assert same >= 0.99
+    assert torch.count_nonzero(chunked.latents[1, int(valid[1].sum()) :]) == 0
+
+
+def test_context_defaults_to_receptive_field(model):
+    frames = encoder_receptive_frames(model.encoder)
+    assert 1 <= frames < 100
+    assert model.decoder.receptive_frames >= 1
+
+
+def test_chunked_decode_has_no_seams(model):
+    x = _speechlike(2.0, 8000, 3).view(1, 1, -1)
+    with torch.no_grad():
+        codes = model.encode(x).audio_codes
+        whole = model.decode(codes).audio_values[0, 0]
+        chunked = model.decode(codes, chunk_length_s=0.1).audio_values[0, 0]
+    assert chunked.shape == whole.shape
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
+    # Sample discontinuity at the seams vs everywhere else: no click may stand out.
+    step = torch.diff(chunked).abs()
+    seam_every = math.ceil(0.1 * 8000 / 16) * 16
+    seams = torch.arange(seam_every, len(chunked), seam_every) - 1
+    elsewhere = torch.ones_like(step, dtype=torch.bool)
+    elsewhere[seams] = False
+    assert step[seams].max() <= step[elsewhere].max()
+    assert (step[seams] - torch.diff(whole).abs()[seams]).abs().max() < 1e-4
+
+
+def test_too_little_context_shows_seams(model):
+    """The decoder's context is what removes seams: without it, chunk borders do differ."""
+    torch.manual_seed(1)
+    q = model.dequantize(model.encode(_speechlike(1.0, 8000, 4).view(1, 1, -1)).audio_codes)
+    with torch.no_grad():
+        whole = model.decode_latents(q)
+        naive = decode_latents_chunked(model.decoder, q, 0.1, 8000, context_frames=0)
+        with_context = decode_latents_chunked(model.decoder, q, 0.1, 8000)
+    scale = whole.abs().max()
+    assert (naive - whole).abs().max() > 1e-2 * scale
+    assert (with_context - whole).abs().max() < 1e-4 * scale
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "1s", True])
+def test_bad_chunk_length(model, bad):
+    x = torch.zeros(1, 1, 64)
+    with pytest.raises(ValueError, match="chunk_length_s"):
+        model.encode(x, chunk_length_s=bad)
+    with pytest.raises(ValueError, match="chunk_length_s"):
+        model.decode(torch.zeros(1, 2, 19, dtype=torch.long), chunk_length_s=bad)
