@@ -169,14 +169,33 @@ def test_interrupted_run_resumes_without_lost_or_duplicated_rows(
         pretokenize_dataset(dataset, codec_dir, tmp_path / "out", shard_rows=2)
 
 
-def test_cli_summary_and_benchmark(corpus, codec_dir, tmp_path, capsys):
+def test_cli_summary_splits_and_benchmark(codec_dir, tmp_path, capsys):
+    import datasets
+
+    built = tmp_path / "built"  # corpus-builder layout: split folders with metadata.csv
+    for split, n in (("train", 2), ("validation", 1)):
+        rows = ["file_name,text,speaker,duration"]
+        for i in range(n):
+            wav(built / split / f"{split}{i}.wav", 50 + 20 * i, seed=i)
+            rows.append(f"{split}{i}.wav,{split} sentence {i},alice,0.01")
+        (built / split / "metadata.csv").write_text("\n".join(rows) + "\n")
+    (built / "train" / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage")
     code = cli_main(
-        ["pretokenize", "--codec", str(codec_dir), "--data", str(corpus), "--out", str(tmp_path / "o")]
+        ["pretokenize", "--codec", str(codec_dir), "--data", str(built), "--out", str(tmp_path / "o")]
     )
     out = capsys.readouterr().out
-    assert code == 0 and "7 tokenized, 1 skipped" in out and "skipped spk0/broken.wav" in out
+    assert (
+        code == 0 and "== train" in out and "2 tokenized, 1 skipped" in out and "skipped corrupt.wav" in out
+    )
     assert "audio hours per CPU hour" in out and "tokens/s" in out
-    assert cli_main(["pretokenize", "--codec", str(codec_dir), "--data", str(corpus)]) == 2  # --out missing
+    saved = datasets.load_from_disk(str(tmp_path / "o"))
+    assert isinstance(saved, datasets.DatasetDict) and {k: len(v) for k, v in saved.items()} == {
+        "train": 2,
+        "validation": 1,
+    }
+    assert saved["validation"]["text"] == ["validation sentence 0"]
+    check_codec_identity(tmp_path / "o", read_codec_identity(saved["train"]))
+    assert cli_main(["pretokenize", "--codec", str(codec_dir), "--data", str(built)]) == 2  # --out missing
     assert "missing required option(s): --out" in capsys.readouterr().err
     code = cli_main(
         [

@@ -232,6 +232,10 @@ def pretokenize_dataset(
         raise ValueError("the dataset has no rows to pre-tokenize")
     state = PartialState()
     device = str(device or state.device)
+    if out_dir is None and state.num_processes > 1:
+        raise ValueError(
+            "several processes (accelerate launch) share work through out_dir: pass an output folder"
+        )
     if device.startswith("cuda"):
         num_proc = 1  # never fork a process that holds CUDA: one process per GPU (accelerate launch) instead
     codec_dir = str(codec_dir)
@@ -383,60 +387,10 @@ def _codec_folder(path: str) -> str:
     return str(folder)
 
 
-def benchmark(
-    codec_dir: str | None = None,
-    preset: str = "small",
-    clips: int = 24,
-    seconds: float = 10.0,
-    num_proc: int = 1,
-    encode_batch_size: int = 8,
-) -> PretokenizeReport:
-    """Pre-tokenization throughput on synthetic speech-like WAVs (harmonics + noise, 16-bit files on disk).
-
-    Args:
-        codec_dir: Codec folder; `None` builds a randomly initialised codec of `preset` (same speed).
-        preset: Codec preset when `codec_dir` is None.
-        clips, seconds: Amount of synthetic audio.
-        num_proc, encode_batch_size: As in `pretokenize_dataset`.
-    """
-    import tempfile
-
-    from ..tokenizer.configuration import JepaCodecConfig
-    from ..tokenizer.modeling import JepaCodecModel
-    from .audio import write_wav
-    from .sources import folder_dataset
-
-    with tempfile.TemporaryDirectory() as tmp:
-        if codec_dir is None:
-            codec_dir = os.path.join(tmp, "codec")
-            JepaCodecModel(JepaCodecConfig.from_preset(preset)).save_pretrained(codec_dir)
-        rate = int(JepaCodecModel.config_class.from_pretrained(codec_dir).sampling_rate)
-        rng = np.random.default_rng(0)
-        for k in range(clips):
-            t = np.arange(int(seconds * rate)) / rate
-            f0 = 100 + 60 * rng.random()
-            wave = sum(
-                np.sin(2 * np.pi * f0 * h * t * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))) / h
-                for h in range(1, 6)
-            )
-            wave = 0.2 * wave * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t) ** 2) + 0.01 * rng.standard_normal(
-                t.size
-            )
-            write_wav(os.path.join(tmp, "audio", f"clip{k:04d}.wav"), wave.astype(np.float32), rate)
-        dataset = folder_dataset(os.path.join(tmp, "audio"))
-        _, report = pretokenize_dataset(
-            dataset,
-            codec_dir,
-            None,
-            num_proc=num_proc,
-            encode_batch_size=encode_batch_size,
-            source="benchmark",
-        )
-    return report
-
-
 def run(args) -> int:
     if args.benchmark:
+        from .pretokenize_bench import benchmark
+
         codec = _codec_folder(args.codec) if args.codec else None
         report = benchmark(
             codec,
@@ -455,28 +409,49 @@ def run(args) -> int:
     missing = [name for name in ("codec", "data", "out") if not getattr(args, name)]
     if missing:
         raise ValueError(f"missing required option(s): {', '.join('--' + m for m in missing)}")
-    from .sources import load_source
+    from accelerate import PartialState
+
+    from .sources import load_source, source_splits
 
     codec_dir = _codec_folder(args.codec)
-    dataset = load_source(
-        args.data, split=args.split, audio_column=args.audio_column, text_column=args.text_column
-    )
-    dataset, report = pretokenize_dataset(
-        dataset,
-        codec_dir,
-        args.out,
-        num_proc=args.num_proc,
-        batch_size=args.batch_size,
-        encode_batch_size=args.encode_batch_size,
-        shard_rows=args.shard_rows,
-        device=args.device,
-        chunk_length_s=args.chunk_length_s,
-        source=str(args.data),
-        overwrite=args.overwrite,
-    )
-    if dataset is not None:  # main process
-        print(report.summary())
-        print(f"saved {len(dataset)} rows to {args.out}")
+    splits = [args.split] if args.split else source_splits(args.data)
+    out = Path(args.out)
+    if splits is not None and not args.split and (out / "dataset_info.json").is_file():
+        if not args.overwrite:
+            raise FileExistsError(
+                f"{args.out!r} holds a single-split dataset; pass --overwrite to replace it"
+            )
+        shutil.rmtree(out)
+    main = PartialState().is_main_process
+    done = []
+    for split in splits or [None]:
+        dataset = load_source(
+            args.data, split=split, audio_column=args.audio_column, text_column=args.text_column
+        )
+        result, report = pretokenize_dataset(
+            dataset,
+            codec_dir,
+            out / split if args.split is None and split is not None else out,
+            num_proc=args.num_proc,
+            batch_size=args.batch_size,
+            encode_batch_size=args.encode_batch_size,
+            shard_rows=args.shard_rows,
+            device=args.device,
+            chunk_length_s=args.chunk_length_s,
+            source=f"{args.data}" + (f" [{split}]" if split else ""),
+            overwrite=args.overwrite,
+        )
+        if main:
+            print(("" if split is None else f"== {split}\n") + report.summary())
+            done.append((split, len(result)))
+    if (
+        main and splits is not None and args.split is None
+    ):  # the DatasetDict layout: dataset_dict.json + <split>/
+        tmp = out / ".dataset_dict.json.tmp"
+        tmp.write_text(json.dumps({"splits": splits}))
+        os.replace(tmp, out / "dataset_dict.json")
+    if main:
+        print(f"saved {', '.join(f'{n} rows' + (f' ({s})' if s else '') for s, n in done)} to {args.out}")
     return 0
 
 
@@ -487,7 +462,6 @@ __all__ = [
     "pretokenize_dataset",
     "read_codec_identity",
     "read_header",
-    "benchmark",
     "add_arguments",
     "run",
 ]

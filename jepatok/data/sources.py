@@ -195,6 +195,22 @@ def normalize_hf_dataset(
     )
 
 
+def source_splits(source: str | os.PathLike) -> list[str] | None:
+    """Splits a SOURCE holds (`train`/`validation`/`test` sub-folders holding all its audio, or the keys of
+    a saved DatasetDict); `None` for a single-split source."""
+    path = Path(source)
+    if not path.is_dir():
+        return None
+    if (path / "dataset_dict.json").is_file():
+        return list(json.loads((path / "dataset_dict.json").read_text())["splits"])
+    if (path / "dataset_info.json").is_file():
+        return None
+    found = [s for s in SPLIT_NAMES if (path / s).is_dir()]
+    if not found or len(list_audio_files(path)) != sum(len(list_audio_files(path / s)) for s in found):
+        return None
+    return found
+
+
 def load_source(
     source: str | os.PathLike,
     split: str | None = None,
@@ -229,4 +245,4 @@ def load_source(
     return normalize_hf_dataset(hub, audio_column, text_column, speaker_column)
 
 
-__all__ = ["FEATURES", "folder_dataset", "load_source", "normalize_hf_dataset"]
+__all__ = ["FEATURES", "folder_dataset", "load_source", "normalize_hf_dataset", "source_splits"]
