@@ -1,0 +1,35 @@
+"""A 2-process `accelerate launch` run on CPU (DDP over gloo) ends with identical weights on both processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from _train_utils import FAST, make_audio_folder
+
+from jepatok.tokenizer.train_common import recipes_dir
+
+
+def test_two_process_cpu_run_keeps_processes_identical(tmp_path):
+    data = make_audio_folder(tmp_path / "wavs", n=4)
+    out = tmp_path / "run"
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [
+        str(accelerate), "launch", "--config_file", str(recipes_dir() / "accelerate" / "cpu_2proc.yaml"),
+        "--main_process_port", "0", "-m", "jepatok.cli", "train-stage1", "--recipe", "tiny",
+        "--data", str(data), "--output-dir", str(out), "--max-steps", "2", *FAST, "save_every=2", "grad_accum=2",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    prints = json.loads((out / "process_fingerprints.json").read_text())["fingerprints"]
+    assert len(prints) == 2 and prints[0] == prints[1]
+    ckpt = out / "checkpoints" / "step_2"
+    assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    # 2 steps x 2 micro-batches x 2 clips x 2 processes of <= 0.1 s audio
+    assert state["micro_batches"] == 4 and 0 < state["audio_seconds"] <= 1.6 + 1e-6
+    assert (out / "final" / "model.safetensors").is_file()
