@@ -58,7 +58,7 @@ class DilatedConv1d(nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T] -> [B, C_out, T]
         k = self.kernel_size[0]
         if k > 1 and self.dilation[0] >= x.shape[-1]:
-            centre = self.weight[:, :, k // 2 : k // 2 + 1]
+            centre = self.weight[:, :, k // 2 : k // 2 + 1].contiguous()
             return F.conv1d(x, centre, self.bias)
         return super().forward(x)
 
