@@ -93,8 +93,23 @@ def pretokenize_batch(
         chunk_length_s: Encode long clips in windows of this many seconds (`JepaCodecModel.encode`).
         num_threads: torch intra-op threads in this worker (set when several workers share the CPU).
     """
+    previous_threads = torch.get_num_threads()
     if num_threads:
         torch.set_num_threads(int(num_threads))
+    try:
+        return _encode_batch(batch, codec_dir, audio_column, device, encode_batch_size, chunk_length_s)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _encode_batch(
+    batch: dict[str, list],
+    codec_dir: str,
+    audio_column: str,
+    device: str,
+    encode_batch_size: int,
+    chunk_length_s: float | None,
+) -> dict[str, list]:
     codec, fe = _load_codec(codec_dir, device)
     rate = int(codec.config.sampling_rate)
     cells = batch[audio_column]
@@ -108,18 +123,27 @@ def pretokenize_batch(
             durations[i] = len(waves[i]) / rate
         except (AudioReadError, FileNotFoundError, ValueError) as err:
             errors[i] = str(err)
+
+    def encode(idx: list[int]) -> None:
+        feats = fe([waves[i] for i in idx], sampling_rate=rate, return_tensors="pt")
+        enc = codec.encode(
+            feats["input_values"].to(device), feats["padding_mask"].to(device), chunk_length_s=chunk_length_s
+        )
+        for row, i in enumerate(idx):
+            codes[i] = enc.audio_codes[row][enc.frame_mask[row].bool()].long().cpu().tolist()
+
     order = sorted(waves, key=lambda i: len(waves[i]))
     with torch.inference_mode():
         for start in range(0, len(order), encode_batch_size):
             idx = order[start : start + encode_batch_size]
-            feats = fe([waves[i] for i in idx], sampling_rate=rate, return_tensors="pt")
-            enc = codec.encode(
-                feats["input_values"].to(device),
-                feats["padding_mask"].to(device),
-                chunk_length_s=chunk_length_s,
-            )
-            for row, i in enumerate(idx):
-                codes[i] = enc.audio_codes[row][enc.frame_mask[row].bool()].long().cpu().tolist()
+            try:
+                encode(idx)
+            except (ValueError, RuntimeError):  # find the clip(s) at fault; the others still get codes
+                for i in idx:
+                    try:
+                        encode([i])
+                    except (ValueError, RuntimeError) as err:
+                        errors[i] = f"encode failed: {err}"
     return {"audio_codes": codes, "duration": durations, "error": errors}
 
 
@@ -199,6 +223,7 @@ def pretokenize_dataset(
     chunk_length_s: float | None = None,
     source: str = "",
     overwrite: bool = False,
+    num_threads: int | None = None,
 ):
     """Tokenize `dataset` with the codec in `codec_dir`; returns (Dataset, PretokenizeReport).
 
@@ -216,6 +241,7 @@ def pretokenize_dataset(
         chunk_length_s: Encode long clips in windows of this many seconds.
         source: Human-readable source name stored in the header.
         overwrite: Replace an existing `out_dir` made by a different run (same run: reused as is).
+        num_threads: torch threads per worker (default: all cores split evenly between the workers).
     """
     import datasets
     from accelerate import PartialState
@@ -275,7 +301,7 @@ def pretokenize_dataset(
         "device": device,
         "encode_batch_size": encode_batch_size,
         "chunk_length_s": chunk_length_s,
-        "num_threads": max(1, (os.cpu_count() or 1) // num_proc) if num_proc > 1 else None,
+        "num_threads": num_threads or (max(1, (os.cpu_count() or 1) // num_proc) if num_proc > 1 else None),
     }
     report = PretokenizeReport(rows=len(dataset))
     wall0, cpu0 = time.perf_counter(), _cpu_seconds()
@@ -364,6 +390,9 @@ def add_arguments(parser) -> None:
         "--chunk-length-s", type=float, default=None, help="encode long clips in windows of N seconds"
     )
     parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per worker (default: cores / num-proc)"
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace --out when it holds a different run"
     )
     parser.add_argument(
@@ -399,11 +428,12 @@ def run(args) -> int:
             args.bench_seconds,
             args.num_proc,
             args.encode_batch_size,
+            args.threads,
         )
         print(report.summary())
         print(
             f"benchmark ({'codec ' + codec if codec else 'preset ' + args.bench_preset}, {os.cpu_count()} CPUs visible, "
-            f"num_proc={args.num_proc}): {report.audio_hours_per_cpu_hour:.2f} audio hours per CPU hour"
+            f"num_proc={args.num_proc}, threads={args.threads or 'default'}): {report.audio_hours_per_cpu_hour:.2f} audio hours per CPU hour"
         )
         return 0
     missing = [name for name in ("codec", "data", "out") if not getattr(args, name)]
@@ -440,6 +470,7 @@ def run(args) -> int:
             chunk_length_s=args.chunk_length_s,
             source=f"{args.data}" + (f" [{split}]" if split else ""),
             overwrite=args.overwrite,
+            num_threads=args.threads,
         )
         if main:
             print(("" if split is None else f"== {split}\n") + report.summary())

@@ -22,6 +22,7 @@ def benchmark(
     seconds: float = 10.0,
     num_proc: int = 1,
     encode_batch_size: int = 8,
+    num_threads: int | None = None,
 ) -> PretokenizeReport:
     """Pre-tokenization throughput on synthetic speech-like WAVs (harmonics + noise, 16-bit files on disk).
 
@@ -29,7 +30,7 @@ def benchmark(
         codec_dir: Codec folder; `None` builds a randomly initialised codec of `preset` (same speed).
         preset: Codec preset when `codec_dir` is None.
         clips, seconds: Amount of synthetic audio.
-        num_proc, encode_batch_size: As in `pretokenize_dataset`.
+        num_proc, encode_batch_size, num_threads: As in `pretokenize_dataset`.
     """
     import tempfile
 
@@ -63,6 +64,7 @@ def benchmark(
             num_proc=num_proc,
             encode_batch_size=encode_batch_size,
             source="benchmark",
+            num_threads=num_threads,
         )
     return report
 
