@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt system-packages.txt 2>/dev/null | md5sum | cut -c1-10)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt system-packages.txt system-packages-nonfree.txt 2>/dev/null | md5sum | cut -c1-10)
 PYTEST_ARGS ?=
 
 .PHONY: install system-deps test test-slow lint style smoke bench demo clean
@@ -13,6 +13,7 @@ install: $(STAMP)
 # dependency files change (the stamp name is their hash).
 $(STAMP): pyproject.toml constraints.txt system-packages.txt
 	bash scripts/install-system.sh system-packages.txt
+	bash scripts/install-nonfree.sh system-packages-nonfree.txt  # corpus: pico voices (JEPATOK_NO_NONFREE=1 skips)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,eval,corpus]'
 	# [eval] resemblyzer without its sdist-only `webrtcvad` dependency (webrtcvad-wheels provides the module)

