@@ -37,3 +37,34 @@ def tiny_lm(tokenizer, seed: int = 0, **overrides):
     from jepatok.lm.modeling import build_lm
 
     return build_lm("tiny", tokenizer, seed=seed, **overrides)
+
+
+def make_pretokenized(tokenizer, path, splits=None, seed: int = 0, identity: dict | None = None) -> str:
+    """Save a small pre-tokenized DatasetDict (random codes, short texts) with the codec-identity header.
+
+    Args:
+        tokenizer: the speech tokenizer whose codec identity is recorded (unless `identity` is given).
+        path: output folder.
+        splits: {split name: number of rows}; default 24 train + 6 validation.
+        seed: random codes seed.
+        identity: codec identity to record instead of the tokenizer's.
+    """
+    from datasets import Dataset, DatasetDict, DatasetInfo
+
+    from jepatok.data.pretokenized import make_header
+
+    header = make_header(identity or dict(tokenizer.codec_identity), "lm-tests", {})
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, n in (splits or {"train": 24, "validation": 6}).items():
+        frames = torch.randint(1, 5, (n,), generator=g).tolist()
+        codes = [random_codes(tokenizer, f, g).tolist() for f in frames]
+        texts = [TEXTS[i % len(TEXTS)] if i % 3 else "" for i in range(n)]
+        data = {
+            "audio_codes": codes,
+            "text": texts,
+            "duration": [f / tokenizer.frame_rate for f in frames],
+        }
+        out[name] = Dataset.from_dict(data, info=DatasetInfo(description=header))
+    DatasetDict(out).save_to_disk(str(path))
+    return str(path)

@@ -16,7 +16,6 @@ import json
 import math
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,7 +185,7 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, extra: 
 
 
 def _after_step(step: int) -> None:
-    """Hook called after every optimizer step (tests use it to simulate a crash)."""
+    """Hook called right after each optimizer step, before logging/eval/checkpointing (tests simulate a crash)."""
 
 
 def _build_model(args: LMTrainArgs, tokenizer):
@@ -220,7 +219,15 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
     if not resume and list_checkpoints(out):
         raise FileExistsError(f"{out} already holds checkpoints; pass --resume to continue or use a new --output-dir")
     trackers = None if args.report_to in ("", "none", None) else args.report_to
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, log_with=trackers, project_dir=str(out))
+    accelerator = Accelerator(
+        # Without CUDA, cpu=True is what makes a torchrun/`accelerate launch` group use gloo (MULTI_CPU) instead of
+        # every process running alone as rank 0.
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=trackers,
+        project_dir=str(out),
+    )
     set_seed(args.seed)
     tokenizer = load_tokenizer(args.tokenizer)
     splits = load_pretokenized(args.data, tokenizer)
@@ -277,23 +284,27 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
     while step < args.max_steps:
         micro = [micro_batch(step * ga + i) for i in range(ga)]
         n_tokens = sum(int((b.labels[:, 1:] != IGNORE_INDEX).sum()) for b in micro)
-        step_loss = 0.0
-        for i, batch in enumerate(micro):
-            sync = nullcontext() if i == ga - 1 else accelerator.no_sync(model)
-            with sync:
+        step_loss, grad_norm = 0.0, float("nan")
+        for batch in micro:
+            # accumulate() skips gradient sync (DDP) and makes optimizer.step/zero_grad no-ops until the last
+            # micro-batch of the step; it also works with DeepSpeed/FSDP, which own these steps there.
+            with accelerator.accumulate(model):
                 nll, _ = batch_nll(model, batch)
-                loss = nll.sum() / max(1, n_tokens)
-                accelerator.backward(loss)
+                loss = nll.sum() / max(1, n_tokens)  # mean over the step's label tokens on this process
+                accelerator.backward(loss * ga)  # backward() divides by gradient_accumulation_steps
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    grad_norm = float(norm) if norm is not None else grad_norm
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
             step_loss += float(loss.detach())
-        grad_norm = (
-            float(accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)) if args.max_grad_norm > 0 else 0.0
-        )
-        optimizer.step()
+        if not accelerator.sync_gradients:
+            raise RuntimeError("gradient accumulation fell out of step with the optimizer steps")
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
         window_loss, window_steps, window_tokens = window_loss + step_loss, window_steps + 1, window_tokens + n_tokens
         bar.update(1)
+        _after_step(step)
         if args.logging_steps and (step % args.logging_steps == 0 or step == args.max_steps):
             elapsed = time.perf_counter() - t0
             record = {
@@ -314,7 +325,6 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
             accelerator.print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items()))
         if args.save_steps and (step % args.save_steps == 0 or step == args.max_steps):
             save_checkpoint(accelerator, out, step, args.save_total_limit, {"train_loss": last_loss})
-        _after_step(step)
     bar.close()
     if window_steps:
         last_loss = window_loss / window_steps

@@ -1,0 +1,132 @@
+"""`jepatok train-lm`: end to end on the tiny recipe, exact resume, codec check, LoRA run, 2-process launch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lm_helpers import make_pretokenized, speech_tokenizer
+
+import jepatok.lm.train as lm_train
+from jepatok.lm.args import LMTrainArgs
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = dict(
+    block_size=96, per_device_batch_size=1, warmup_steps=1, logging_steps=1, eval_steps=3, save_steps=1,
+    max_eval_blocks=2, max_steps=3,
+)
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    tok = speech_tokenizer()
+    root = tmp_path_factory.mktemp("lm_train")
+    tok.save_pretrained(root / "tok")
+    make_pretokenized(tok, root / "data")
+    return root
+
+
+def _args(paths, out, **kw) -> LMTrainArgs:
+    values = {**FAST, "report_to": "none", **kw}
+    return LMTrainArgs.from_recipe(
+        "tiny", data=str(paths / "data"), tokenizer=str(paths / "tok"), output_dir=str(out), **values
+    )
+
+
+def test_cli_trains_with_lora_and_saves_a_plain_model(paths, tmp_path):
+    """--lora: LoRA on q/v plus trainable embeddings/head; final/ is a merged plain LlamaForCausalLM."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    from jepatok.cli import main
+    from jepatok.lm.modeling import build_lm
+
+    out = tmp_path / "run"
+    argv = ["train-lm", "--recipe", "tiny", "--data", str(paths / "data"), "--tokenizer", str(paths / "tok"),
+            "--output-dir", str(out), "--max-steps", "2", "--lora", "4,8,q_proj,v_proj"]
+    argv += [f"{k}={v}" for k, v in FAST.items() if k != "max_steps"]
+    argv += ["report_to=tensorboard", "learning_rate=0.01", "eval_steps=2", "save_steps=2"]
+    assert main(argv) == 0
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_000002"]
+    assert list(out.rglob("events.out.tfevents*")), "no TensorBoard event file"
+    saved = json.loads((out / "train_args.json").read_text())
+    assert saved["block_size"] == 96 and saved["max_steps"] == 2 and saved["lora"] == "4,8,q_proj,v_proj"
+    metrics = json.loads((out / "final_metrics.json").read_text())
+    assert metrics["steps"] == 2
+    assert metrics["eval/bits_per_audio_second"] > 0 and metrics["eval/audio_seconds"] > 0
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    tok = AutoTokenizer.from_pretrained(out / "final")
+    assert type(model) is LlamaForCausalLM and model.config.vocab_size == len(tok) == len(speech_tokenizer())
+    # The run started from the seeded initialisation: compare what changed.
+    before = build_lm("tiny", speech_tokenizer(), seed=0).state_dict()
+    after = load_file(out / "final" / "model.safetensors")
+    assert set(after) == {k for k in before if k != "lm_head.weight" or not model.config.tie_word_embeddings}
+    emb, q, k = "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight"
+    offset = tok.audio_offset
+    assert not torch.equal(before[emb][offset:], after[emb][offset:]), "audio-token embeddings did not train"
+    assert not torch.equal(before["lm_head.weight"][offset:], after["lm_head.weight"][offset:]), "LM head did not train"
+    assert not torch.equal(before[q], after[q]), "LoRA delta was not merged into q_proj"
+    assert torch.equal(before[k], after[k]), "k_proj is neither a LoRA target nor trainable"
+
+
+def test_resume_after_crash_equals_uninterrupted_run(paths, tmp_path, monkeypatch):
+    full = lm_train.train(_args(paths, tmp_path / "full", save_steps=2))
+
+    def crash(step):
+        if step == 3:  # step 3 done in memory, not yet checkpointed: lost, and redone after the resume
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(lm_train, "_after_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        lm_train.train(_args(paths, tmp_path / "crash", save_steps=2))
+    assert [p.name for p in lm_train.list_checkpoints(tmp_path / "crash")] == ["step_000002"]
+    monkeypatch.setattr(lm_train, "_after_step", lambda step: None)
+    with pytest.raises(FileExistsError, match="--resume"):
+        lm_train.train(_args(paths, tmp_path / "crash", save_steps=2))
+    resumed = lm_train.train(_args(paths, tmp_path / "crash", save_steps=2), resume=True)
+    assert resumed.steps == full.steps == 3
+    assert resumed.history[-1]["train/loss"] == full.history[-1]["train/loss"]
+    assert resumed.eval_metrics == full.eval_metrics
+    from safetensors.torch import load_file
+
+    a = load_file(Path(full.final_dir) / "model.safetensors")
+    b = load_file(Path(resumed.final_dir) / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    assert full.history[-1]["train/loss"] < full.history[0]["train/loss"]
+
+
+def test_refuses_data_from_another_codec(paths, tmp_path):
+    other = speech_tokenizer(seed=1).codec_identity
+    make_pretokenized(speech_tokenizer(), tmp_path / "foreign", identity=other)
+    args = _args(paths, tmp_path / "run")
+    args.data = str(tmp_path / "foreign")
+    with pytest.raises(ValueError, match="codec mismatch"):
+        lm_train.train(args)
+
+
+@pytest.mark.slow  # ~30 s of CPU: two interpreters importing torch/transformers
+def test_two_process_accelerate_launch(paths, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [
+        str(Path(sys.executable).parent / "accelerate"), "launch",
+        "--config_file", str(REPO / "recipes/accelerate/lm_ddp_cpu2.yaml"),
+        "-m", "jepatok.cli", "train-lm", "--recipe", "tiny", "--data", str(paths / "data"),
+        "--tokenizer", str(paths / "tok"), "--output-dir", str(out), "--max-steps", "2",
+        "block_size=128", "per_device_batch_size=2", "save_steps=2", "eval_steps=2", "max_eval_blocks=4",
+        "report_to=none",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    assert (out / "final" / "model.safetensors").is_file()
+    assert (out / "checkpoints" / "step_000002" / STATE).is_file()
+
+
+STATE = lm_train.STATE_FILE
