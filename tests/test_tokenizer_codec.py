@@ -102,7 +102,7 @@ def test_bad_audio_inputs(tok):
         tok.decode_audio(tok.encode_audio(clip(40), RATE)[:-2])
 
 
-def test_save_load_auto_classes(tok, saved):
+def test_save_load_auto_classes(tok, saved, tmp_path):
     files = set(os.listdir(saved))
     assert {
         "spm.model",
@@ -127,6 +127,13 @@ def test_save_load_auto_classes(tok, saved):
     a = proc(text="hello", audio=clip(70), sampling_rate=RATE, return_labels=True)
     b = tok(text="hello", audio=clip(70), sampling_rate=RATE, return_labels=True)
     assert dict(a) == dict(b)
+    # A loaded tokenizer saved elsewhere carries its codec along.
+    again = tmp_path / "again"
+    loaded.save_pretrained(str(again))
+    reloaded = AutoTokenizer.from_pretrained(str(again))
+    assert (
+        reloaded.codec_identity == tok.codec_identity and codec_identity(reloaded.codec) == tok.codec_identity
+    )
     # Pickling (datasets.map workers) keeps the vocabulary and reloads the codec from its folder.
     clone = pickle.loads(pickle.dumps(loaded))
     assert clone.encode(text) == tok.encode(text) and clone.encode_audio(clip(90), RATE) == tok.encode_audio(
