@@ -284,7 +284,7 @@ def pretokenize_dataset(
                 f"{str(out_dir)!r} exists and was not made by this run (other codec, source or settings); "
                 "pass overwrite=True (--overwrite) to replace it"
             )
-    work = Path(f"{out_dir}.partial") if out_dir is not None else None
+    work = Path(out_dir).resolve().with_name(Path(out_dir).resolve().name + ".partial") if out_dir else None
     if work is not None and state.is_main_process:
         manifest = work / "manifest.json"
         if work.exists() and (
