@@ -16,7 +16,10 @@ from .tokenizer.tokenization import JepaSpeechTokenizer
 _tokenizer_all: list[str] = ["JepaSpeechTokenizer", "JepaSpeechProcessor"]
 
 # [lm] public exports (speech LM builders, SpeechGenerationPipeline, ...)
-_lm_all: list[str] = []
+from .lm import *  # noqa: F401,F403
+from .lm import __all__ as _lm_exports
+
+_lm_all: list[str] = list(_lm_exports)
 
 __version__ = "0.1.0"
 __all__ = list(_codec_all) + _tokenizer_all + _lm_all + ["register_auto_classes", "__version__"]

@@ -36,7 +36,11 @@ def _register_tokenizer() -> None:
 
 def _register_lm() -> None:
     # [lm] pipeline task registrations go here.
-    pass
+    # `speech-continuation`, and `text-to-speech`/`text-to-audio` routed to SpeechGenerationPipeline for jepatok
+    # LMs (the stock TextToAudioPipeline for everything else); see jepatok/lm/generation.py.
+    from .lm.generation import register_pipelines
+
+    register_pipelines()
 
 
 def register_auto_classes() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import torch
 
 TEXTS = [
@@ -12,6 +13,19 @@ TEXTS = [
     "a bird in the hand is worth two in the bush",
     "every cloud has a silver lining they said",
 ] * 10
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Run a test module on one intra-op thread (restored afterwards).
+
+    These tests are dominated by many small ops (generation steps, tiny LM layers); on a shared 2-core machine
+    two OpenMP threads spin against each other and were measured ~5x slower than one.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @functools.lru_cache(maxsize=4)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from lm_helpers import random_codes, speech_tokenizer, tiny_lm
+from lm_helpers import random_codes, speech_tokenizer, tiny_lm, single_thread  # noqa: F401  (autouse fixture)
 
 from jepatok.lm.data import LMBatch, PackedDataset, build_examples
 from jepatok.lm.modeling import LM_PRESETS, build_lm_config, check_lm_tokenizer

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lm_helpers import make_pretokenized, speech_tokenizer
+from lm_helpers import make_pretokenized, speech_tokenizer, single_thread  # noqa: F401  (autouse fixture)
 
 import jepatok.lm.train as lm_train
 from jepatok.lm.args import LMTrainArgs
