@@ -96,6 +96,10 @@ def test_bad_audio_inputs(tok):
         tok.encode_audio(np.zeros(0, dtype=np.float32), RATE)
     with pytest.raises(ValueError):
         tok.encode_audio(np.array([0.1, np.nan, 0.2], dtype=np.float32), RATE)
+    with pytest.raises(ValueError, match="must be a numpy array"):
+        tok.encode_audio("not audio", RATE)
+    with pytest.raises(ValueError, match=r"\[channels, samples\]"):
+        tok.encode_audio(np.zeros((1, 2, 30), dtype=np.float32), RATE)
     with pytest.raises(ValueError, match="no audio tokens"):
         tok.decode_audio([tok.bos_token_id, tok.eos_token_id])
     with pytest.raises(ValueError, match="truncated frame"):

@@ -85,11 +85,18 @@ class CodecAudioMixin:
         if len(waveforms) == 0:
             return []
         for i, w in enumerate(waveforms):
-            if w is None or np.asarray(w).size == 0:
+            if not isinstance(w, (np.ndarray, torch.Tensor, list, tuple)):
+                raise ValueError(
+                    f"waveform {i} must be a numpy array, torch tensor or list, got {type(w).__name__}"
+                )
+            shape = tuple(w.shape) if hasattr(w, "shape") else np.asarray(w).shape
+            if len(shape) not in (1, 2):
+                raise ValueError(f"waveform {i} must be [samples] or [channels, samples], got shape {shape}")
+            if shape[-1] == 0 or 0 in shape:
                 raise ValueError(f"waveform {i} is empty: audio must hold at least one sample")
         fe, codec = self.feature_extractor, self.codec
         device = next(codec.parameters()).device
-        lengths = [np.asarray(w).shape[-1] for w in waveforms]
+        lengths = [(w.shape if hasattr(w, "shape") else np.asarray(w).shape)[-1] for w in waveforms]
         order = sorted(range(len(waveforms)), key=lambda i: lengths[i])
         out: list[torch.Tensor | None] = [None] * len(waveforms)
         for start in range(0, len(order), batch_size):
