@@ -78,8 +78,17 @@ class CodecAudioMixin:
         sampling_rate: int | None = None,
         batch_size: int = 8,
         chunk_length_s: float | None = None,
+        feature_extractor: Any = None,
     ) -> list[torch.Tensor]:
-        """Waveforms -> packed codes [T_i, G] each (CPU LongTensors), batched by similar length."""
+        """Waveforms -> packed codes [T_i, G] each (CPU LongTensors), batched by similar length.
+
+        Args:
+            waveforms: List of clips (numpy/torch/list; mono [L] or [channels, L]).
+            sampling_rate: Rate of the clips (resampled to the codec rate).
+            batch_size: Clips per codec call.
+            chunk_length_s: Encode long clips in windows of this many seconds.
+            feature_extractor: Use this one instead of the codec's default (the processor passes its own).
+        """
         if isinstance(waveforms, (np.ndarray, torch.Tensor)) or not isinstance(waveforms, Sequence):
             raise ValueError("audio_to_codes expects a list of waveforms")
         if len(waveforms) == 0:
@@ -94,7 +103,7 @@ class CodecAudioMixin:
                 raise ValueError(f"waveform {i} must be [samples] or [channels, samples], got shape {shape}")
             if shape[-1] == 0 or 0 in shape:
                 raise ValueError(f"waveform {i} is empty: audio must hold at least one sample")
-        fe, codec = self.feature_extractor, self.codec
+        fe, codec = feature_extractor or self.feature_extractor, self.codec
         device = next(codec.parameters()).device
         lengths = [(w.shape if hasattr(w, "shape") else np.asarray(w).shape)[-1] for w in waveforms]
         order = sorted(range(len(waveforms)), key=lambda i: lengths[i])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
 from transformers import BatchEncoding, ProcessorMixin
 
 REMOTE_MODULE = "jepatok_remote"
@@ -73,27 +72,13 @@ class JepaSpeechProcessor(ProcessorMixin):
     def register_for_auto_class(cls, auto_class: str = "AutoProcessor") -> None:
         """No-op: the `auto_map` shim is written by jepatok itself (see module docstring)."""
 
-    @torch.inference_mode()
-    def encode_audio_codes(
-        self, audio: Any, sampling_rate: int | None = None, batch_size: int = 8
-    ) -> list[torch.Tensor]:
-        """Waveform(s) -> packed codes [T_i, G] each, through this processor's feature extractor."""
-        clips = (
-            audio
-            if isinstance(audio, (list, tuple)) and len(audio) and hasattr(audio[0], "__len__")
-            else [audio]
+    def encode_audio_codes(self, audio: Any, sampling_rate: int | None = None, batch_size: int = 8) -> list:
+        """Waveform or list of waveforms -> packed codes [T_i, G] each, through this processor's feature extractor."""
+        batched = isinstance(audio, (list, tuple)) and len(audio) > 0 and hasattr(audio[0], "__len__")
+        clips = list(audio) if batched else [audio]
+        return self.tokenizer.audio_to_codes(
+            clips, sampling_rate, batch_size=batch_size, feature_extractor=self.feature_extractor
         )
-        codec = self.tokenizer.codec
-        device = next(codec.parameters()).device
-        out: list[torch.Tensor] = []
-        for start in range(0, len(clips), batch_size):
-            feats = self.feature_extractor(
-                list(clips[start : start + batch_size]), sampling_rate=sampling_rate, return_tensors="pt"
-            )
-            enc = codec.encode(feats["input_values"].to(device), feats["padding_mask"].to(device))
-            for row in range(enc.audio_codes.shape[0]):
-                out.append(enc.audio_codes[row][enc.frame_mask[row].bool()].long().cpu())
-        return out
 
     def __call__(
         self,
