@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from jepatok import JepaCodecConfig, JepaCodecModel
-from jepatok.tokenizer.chunking import decode_latents_chunked, encoder_receptive_frames
+from jepatok.tokenizer.chunking import (
+    decode_latents_chunked,
+    encode_latents_chunked,
+    encoder_receptive_frames,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -37,12 +41,15 @@ def _speechlike(seconds: float, rate: int, seed: int = 0) -> torch.Tensor:
     return (0.3 * envelope * voiced + noise).float()
 
 
-@pytest.mark.parametrize("chunk_s", [0.25, 0.6])
-def test_chunked_tokens_match_whole_file(model, chunk_s):
+@pytest.mark.parametrize(("chunk_s", "cache_bytes"), [(0.25, 0), (0.25, 2**30), (0.6, 100_000)])
+def test_chunked_tokens_match_whole_file(model, chunk_s, cache_bytes):
+    """cache_bytes 0: every pass recomputes from the audio; 100 kB: only the coarse level (96 kB) is cached."""
     x = _speechlike(3.0, 8000).view(1, 1, -1)
     with torch.no_grad():
         whole = model.encode(x)
+        latents, _ = encode_latents_chunked(model.encoder, x, None, chunk_s, 8000, cache_bytes=cache_bytes)
         chunked = model.encode(x, chunk_length_s=chunk_s)
+    torch.testing.assert_close(latents, chunked.latents, rtol=1e-3, atol=1e-4)
     assert chunked.audio_codes.shape == whole.audio_codes.shape
     same = (chunked.audio_codes == whole.audio_codes).all(dim=-1).float().mean().item()
     assert same >= 0.99, same

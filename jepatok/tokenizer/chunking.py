@@ -5,16 +5,18 @@ Encoding. The encoder has three kinds of context: local convolutions, the DAAM g
 latent frames). Windowing all three naively changes many tokens. Here:
 
 * the convolutional front-end (stem -> strided blocks -> bottleneck) runs window by window, each window
-  carrying `context` frames on both sides (the front-end's receptive field, capped at one chunk), and only
-  the window's core frames are kept;
+  carrying `context` frames on both sides (half the front-end's receptive field, capped at max(a quarter
+  chunk, 15 s)), and only the window's core frames are kept;
 * the DAAM statistics are exact whole-file statistics: one extra pass per gate accumulates the sums of a and
   a^2 over every window's core (float64), gate j using the already-known statistics of gates < j;
 * the Conformers run once over the whole latent sequence, which is small (2.5 frames/s: 30 min = 4500 x 128).
 
 So chunked tokens equal whole-file tokens up to float rounding whenever the front-end's receptive field fits
 in the context. (The `paper` preset's deepest dilations, 5^7 frames, exceed any window: beyond one chunk of
-context its far taps read zeros, as they always do on the <= 15 s training clips.) Cost: one front-end pass
-per DAAM gate prefix plus the final pass.
+context its far taps read zeros, as they always do on the <= 15 s training clips; every frame still sees
+>= 15 s of context on each side, the training clip length.) Cost: pass j recomputes
+blocks 0..j, unless a block's whole-clip output fits in `cache_bytes` (true of the coarse levels: the paper
+preset's level 3 holds 1.2 floats per input sample), in which case later passes start from that cache.
 
 Decoding. The decoder is purely convolutional; each window carries its full receptive field as context, so
 chunked audio equals whole-sequence audio (no seams, no clicks) up to float rounding.
@@ -31,6 +33,8 @@ from .decoder import JepaDecoder
 from .encoder import JepaEncoder
 from .layers import receptive_field
 
+TRAINING_CLIP_S = 15.0  # longest training clip (paper): the least context a window gives each side
+
 
 def encoder_receptive_frames(encoder: JepaEncoder) -> int:
     """Frames of context on each side that can influence a frame of the convolutional front-end."""
@@ -41,7 +45,8 @@ def encoder_receptive_frames(encoder: JepaEncoder) -> int:
         for res in block.res_blocks:
             for c1, c2 in zip(res.convs1, res.convs2):
                 layers += [(c1.kernel_size[0], c1.dilation[0], 1), (c2.kernel_size[0], 1, 1)]
-    return math.ceil(receptive_field(layers) / encoder.hop_length) + 1
+    # "Same" padding centres every kernel, so each side needs half of the total span.
+    return math.ceil(receptive_field(layers) / 2 / encoder.hop_length) + 1
 
 
 def _windows(num_frames: int, chunk: int, context: int):
@@ -51,17 +56,36 @@ def _windows(num_frames: int, chunk: int, context: int):
         yield start, end, max(0, start - context), min(num_frames, end + context)
 
 
-def _front_end(
-    encoder: JepaEncoder, x: torch.Tensor, stats: list[DaamStatistics | None], upto: int | None
-) -> torch.Tensor:
-    """Run stem and blocks. With `upto = j`: stop after block j's pre-gate features and return the gate
-    projection a [1, 1, T_j]. With `upto = None`: all blocks and the bottleneck -> [1, D, T]."""
-    x = encoder.stem(x)
-    for j, block in enumerate(encoder.blocks):
-        if upto == j:
-            return block.daam.project(block.pre_gate(x, None))
-        x = block(x, None, stats[j])
-    return encoder.bottleneck(x)
+class _FrontEnd:
+    """Runs the convolutional front-end of one clip on frame windows, reusing cached full-length levels.
+
+    `cache[j]` (when present) holds the whole clip's input of block j ([1, C_j, n * positions_per_frame_j]),
+    i.e. block j-1's gated output; a window then starts from the deepest cached level instead of the audio.
+    """
+
+    def __init__(self, encoder: JepaEncoder, clip: torch.Tensor):
+        self.encoder, self.clip = encoder, clip
+        self.hop = encoder.hop_length
+        self.stats: list[DaamStatistics | None] = [None] * len(encoder.blocks)
+        self.cache: dict[int, torch.Tensor] = {}
+
+    def per_frame(self, level: int) -> int:
+        """Positions per frame at the input of block `level` (level = len(blocks): the bottleneck input)."""
+        return math.prod(self.encoder.strides[level:])
+
+    def block_input(self, level: int, w0: int, w1: int) -> torch.Tensor:
+        """Input of block `level` for frames [w0, w1) -> [1, C, (w1 - w0) * per_frame(level)]."""
+        cached = [k for k in self.cache if k <= level]
+        if cached:
+            k = max(cached)
+            f = self.per_frame(k)
+            x = self.cache[k][..., w0 * f : w1 * f]
+        else:
+            k = 0
+            x = self.encoder.stem(self.clip[..., w0 * self.hop : w1 * self.hop])
+        for j in range(k, level):
+            x = self.encoder.blocks[j](x, None, self.stats[j])
+        return x
 
 
 @torch.no_grad()
@@ -72,6 +96,7 @@ def encode_latents_chunked(
     chunk_length_s: float,
     sampling_rate: int,
     context_frames: int | None = None,
+    cache_bytes: int = 512 * 2**20,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode long audio window by window; same result as `encoder(...)` up to float rounding.
 
@@ -81,8 +106,11 @@ def encode_latents_chunked(
         padding_mask (`torch.Tensor` [B, L], *optional*): 1 on real samples.
         chunk_length_s (`float`): Core window length in seconds (rounded up to whole frames).
         sampling_rate (`int`): The codec's sampling rate.
-        context_frames (`int`, *optional*): Context on each side; default: the front-end's receptive field
-            capped at one chunk.
+        context_frames (`int`, *optional*): Context on each side; default: the front-end's receptive field,
+            capped at max(a quarter chunk, 15 s) (the paper preset's nominal receptive field is hours long).
+        cache_bytes (`int`, defaults to 512 MiB): A block's whole-clip features are kept (instead of being
+            recomputed by later passes) when they fit in this many bytes; 0 recomputes everything, so memory
+            stays bounded by the window size whatever the file length.
 
     Returns:
         (latents [B, T, D], frame_mask [B, T] bool) with T = ceil(L / hop).
@@ -95,29 +123,42 @@ def encode_latents_chunked(
         raise ValueError(f"chunk_length_s must be a positive number of seconds, got {chunk_length_s!r}")
     hop = encoder.hop_length
     chunk = max(1, math.ceil(chunk_length_s * sampling_rate / hop))
-    context = min(encoder_receptive_frames(encoder), chunk) if context_frames is None else int(context_frames)
+    if context_frames is None:
+        floor = math.ceil(TRAINING_CLIP_S * sampling_rate / hop)
+        context = min(encoder_receptive_frames(encoder), max(chunk // 4, floor))
+    else:
+        context = int(context_frames)
     x, num_valid = encoder.pad_input(input_values, padding_mask)
     frames = x.shape[-1] // hop
-    gates = [b.daam is not None for b in encoder.blocks]
     out = torch.zeros(x.shape[0], frames, encoder.bottleneck.out_channels, dtype=x.dtype, device=x.device)
     for i in range(x.shape[0]):
         n = int(num_valid[i])
         if n == 0:
             continue
-        clip = x[i : i + 1, :, : n * hop]
-        stats: list[DaamStatistics | None] = [None] * len(encoder.blocks)
-        for j in (j for j, has_gate in enumerate(gates) if has_gate):
-            factor = math.prod(encoder.strides[j + 1 :])  # positions per frame after block j
+        front = _FrontEnd(encoder, x[i : i + 1, :, : n * hop])
+        for j, block in enumerate(encoder.blocks):
+            if block.daam is None:
+                continue
+            f = front.per_frame(j + 1)  # positions per frame after block j
+            size = block.downsample.out_channels * n * f * x.element_size()
+            keep = (
+                torch.empty(1, block.downsample.out_channels, n * f, dtype=x.dtype)
+                if size <= cache_bytes
+                else None
+            )
             total = None
             for c0, c1, w0, w1 in _windows(n, chunk, context):
-                a = _front_end(encoder, clip[..., w0 * hop : w1 * hop], stats, upto=j)
-                core = a[..., (c0 - w0) * factor : (c1 - w0) * factor]
-                part = encoder.blocks[j].daam.statistics(core, None)
+                pre = block.pre_gate(front.block_input(j, w0, w1), None)[..., (c0 - w0) * f : (c1 - w0) * f]
+                part = block.daam.statistics(block.daam.project(pre), None)
                 total = part if total is None else total + part
-            stats[j] = total
+                if keep is not None:
+                    keep[..., c0 * f : c1 * f] = pre
+            front.stats[j] = total
+            if keep is not None:  # gate once the whole-clip statistics are known; later passes start here
+                front.cache[j + 1] = block.daam(keep, None, total)
         pieces = []
         for c0, c1, w0, w1 in _windows(n, chunk, context):
-            z = _front_end(encoder, clip[..., w0 * hop : w1 * hop], stats, upto=None)  # [1, D, W]
+            z = encoder.bottleneck(front.block_input(len(encoder.blocks), w0, w1))  # [1, D, W]
             pieces.append(z[..., c0 - w0 : c1 - w0])
         out[i, :n] = torch.cat(pieces, dim=-1)[0].transpose(0, 1)
     frame_mask = torch.arange(frames, device=x.device).unsqueeze(0) < num_valid.unsqueeze(1)

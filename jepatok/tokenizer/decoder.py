@@ -10,6 +10,8 @@ give exactly T * hop samples (the reference loses the last 0.384 s of every clip
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -68,8 +70,8 @@ class JepaDecoder(nn.Module):
                 for d in dec.mrf_dilations:
                     layers += [(k, d, 1), (k, 1, 1)]
             layers.append((2, s, s))  # transposed conv: each output sample reads 2 inputs, s samples apart
-        span = receptive_field(layers)  # in output samples
-        return -(-span // dec.hop_length) + 1
+        span = receptive_field(layers)  # in output samples; kernels are centred, so half of it per side
+        return math.ceil(span / 2 / dec.hop_length) + 1
 
     @property
     def receptive_frames(self) -> int:
