@@ -339,17 +339,17 @@ PRESETS: dict[str, dict[str, Any]] = {
             "dropout": 0.1,
         },
         "decoder_config": {
-            "channels": [256, 192, 128, 64, 32, 16],
+            "channels": [256, 192, 128, 64, 24, 12],
             "strides": [4, 5, 5, 8, 8],
-            "mrf_kernel_sizes": [3, 7],
+            "mrf_kernel_sizes": [3],
             "mrf_dilations": [1, 3],
         },
         "predictor_config": {"hidden_dim": 128, "num_layers": 2, "heads": 8},
         "discriminator_config": {
             "periods": [2, 3, 5, 7, 11],
             "msd_scales": 3,
-            "mpd_channels": [8, 16, 32, 64, 64],
-            "msd_channels": [8, 16, 32, 64, 64, 64],
+            "mpd_channels": [4, 8, 16, 32, 32],
+            "msd_channels": [4, 8, 16, 32, 32, 32],
         },
     },
     # The paper / authors' code defaults (every field at its default value).

@@ -72,6 +72,7 @@ class TrainArgs:
     noise_std: float = _f(1e-3, "std of the additive noise")
     bucket: bool = _f(True, "length bucketing of batches")
     num_workers: int = _f(0, "DataLoader worker processes")
+    num_threads: int | None = _f(None, "torch CPU threads per process (None = torch default); 1 is often fastest on a busy CPU")
     # optimisation
     seed: int = _f(0, "seed of initialisation, data order, masks and augmentation")
     max_steps: int = _f(24000, "optimizer steps (sets the cosine schedule length)")
@@ -100,6 +101,8 @@ class TrainArgs:
         for name in ("max_steps", "batch_size", "grad_accum", "log_every", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1 (or null for the torch default), got {self.num_threads}")
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {self.warmup_steps}, {self.min_lr_ratio}")
 
@@ -430,6 +433,8 @@ class CodecTrainer:
                 "pass --resume to continue it or choose another --output-dir"
             )
         resume_from = newest_checkpoint(self.output_dir) if self.resume else None
+        if a.num_threads is not None:
+            torch.set_num_threads(a.num_threads)
         self.accelerator = acc = self._make_accelerator()
         set_seed(a.seed)  # identical initialisation on every process
         dataset, sampler, collator = self._data()
@@ -446,7 +451,8 @@ class CodecTrainer:
         stream = iterate_batches(dataset, sampler, collator, self.state.micro_batches, a.num_workers)
         bar = tqdm(total=a.max_steps, initial=self.state.step, disable=not acc.is_local_main_process, desc=self.stage)
         metrics_path = self.output_dir / "metrics.jsonl"
-        t0, seconds0, step0 = time.perf_counter(), self.state.audio_seconds, self.state.step
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        seconds0, step0 = self.state.audio_seconds, self.state.step
         while self.state.step < a.max_steps:
             batches = [next(stream)[1].to(acc.device) for _ in range(a.grad_accum)]
             metrics = self.train_step(batches)
@@ -461,6 +467,9 @@ class CodecTrainer:
                 metrics = {**metrics, **self.extra_logs()}
                 metrics["audio_seconds_per_second"] = (self.state.audio_seconds - seconds0) / max(elapsed, 1e-9)
                 metrics["steps_per_second"] = (self.state.step - step0) / max(elapsed, 1e-9)
+                # CPU time of this process (all its threads): throughput per busy core, robust to a shared machine
+                cpu = time.process_time() - cpu0
+                metrics["audio_seconds_per_cpu_second"] = (self.state.audio_seconds - seconds0) / acc.num_processes / max(cpu, 1e-9)
                 acc.log(metrics, step=self.state.step)
                 if acc.is_main_process:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k.endswith("loss")})

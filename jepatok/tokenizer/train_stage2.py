@@ -177,9 +177,7 @@ class Stage2Trainer(CodecTrainer):
             with acc.autocast():
                 kwargs = {}
                 if use_gan:
-                    with acc.no_sync(self.disc):  # D's grads from the G loss are discarded, never all-reduced
-                        out = self.disc(torch.cat([b.input_values, fake]))
-                    real, gen_out = JepaDiscriminators.split(out, b.input_values.shape[0])
+                    real, gen_out = self.disc_for_generator(b.input_values, fake)
                     kwargs = dict(fake_logits=gen_out.logits, real_features=real.features, fake_features=gen_out.features)
                 losses = generator_loss(
                     fake, b.input_values, mask=b.padding_mask, l1_weight=a.l1_weight, stft_weight=a.stft_weight,
@@ -200,6 +198,23 @@ class Stage2Trainer(CodecTrainer):
         if a.sample_every and (step + 1) % a.sample_every == 0 and acc.is_main_process:
             self.write_samples(step + 1, batches[0], fakes[0].detach(), metrics)
         return metrics
+
+    def disc_for_generator(self, real_audio: torch.Tensor, fake: torch.Tensor):
+        """Discriminator outputs for the generator loss: real audio without autograd (its features are
+        stop-gradient targets anyway) and generated audio with the discriminator's weights frozen, so the
+        backward only flows into the generator. Under DDP the forward runs in no_sync: nothing to reduce."""
+        params = [p for p in self.disc.parameters()]
+        with self.accelerator.no_sync(self.disc):
+            with torch.no_grad():
+                real = self.disc(real_audio)
+            for p in params:
+                p.requires_grad_(False)
+            try:
+                fake_out = self.disc(fake)
+            finally:
+                for p in params:
+                    p.requires_grad_(True)
+        return real, fake_out
 
     def write_samples(self, step: int, batch: AudioBatch, fake: torch.Tensor, metrics: dict) -> Path:
         """WAVs (original / reconstruction), a spectrogram comparison PNG and the losses for a few clips."""
