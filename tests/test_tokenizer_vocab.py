@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jepatok import JepaCodecConfig, JepaSpeechTokenizer
 from jepatok.tokenizer.modeling import JepaCodecModel
@@ -73,6 +75,24 @@ def test_codes_ids_round_trip_exact(tok):
     assert torch.equal(tok.ids_to_codes(mixed), codes)
     with pytest.raises(ValueError, match="not an audio token"):
         tok.ids_to_codes(mixed, strict=True)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    frames=st.integers(0, 9), cut=st.integers(0, 18), seed=st.integers(0, 2**16), text=st.text(max_size=30)
+)
+def test_round_trips_randomized(tok, frames, cut, seed, text):
+    codes = random_codes(tok, frames, seed=seed)
+    ids = tok.codes_to_ids(codes)
+    assert torch.equal(tok.ids_to_codes(ids), codes) and tok.codes_to_ids(tok.ids_to_codes(ids)) == ids
+    if frames and cut:
+        with pytest.raises(ValueError, match="not whole frames"):
+            tok.ids_to_codes(ids[:-cut])
+    # Any text (byte fallback) survives the TTS template: the text span decodes back, the codes come back.
+    seq = tok.build_tts_ids(text, codes)
+    assert torch.equal(tok.ids_to_codes(seq), codes)
+    start, end = 2, seq.index(tok.audio_token_id)
+    assert tok.decode(seq[start:end]) == tok.sp_model.decode(tok.sp_model.encode(text))
 
 
 def test_bad_ids_give_clear_errors(tok):
