@@ -14,8 +14,8 @@ size. `len(tokenizer)` is the LM vocabulary size. Slot k of a frame (k = 0..toke
 `slot_sizes[k]` values (the 19th slot of the paper codec holds 16), which `ids_to_codes` checks.
 
 The codec is attached lazily (`tokenizer.codec`), so LM training that only needs ids never loads it.
-Templates (`__call__`), audio encode/decode and save/load live in `JepaSpeechTokenizer`; the SentencePiece
-training helper and id validation come first.
+This file holds the SentencePiece training helper, the vocabulary, ids <-> codes, decoding and saving;
+the LM templates (`__call__`) are in `templates.py` and waveform encode/decode in `codec_io.py`.
 """
 
 from __future__ import annotations
