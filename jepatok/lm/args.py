@@ -141,8 +141,8 @@ def load_recipe(recipe: str) -> dict[str, Any]:
     parent = data.pop("extends", None)
     if parent is None:
         return data
-    parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
-    base = load_recipe(str(parent_path))
+    # A bare name ("tiny") is a recipe of recipes/lm; a file name is relative to the overlay's folder.
+    base = load_recipe(parent if not Path(parent).suffix else str(path.parent / parent))
     for key, value in data.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             base[key] = {**base[key], **value}
