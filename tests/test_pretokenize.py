@@ -160,6 +160,7 @@ def test_interrupted_run_resumes_without_lost_or_duplicated_rows(
     assert len(list((tmp_path / "out.partial").glob("shard-*"))) == 1
     resumed, report = pretokenize_dataset(dataset, codec_dir, tmp_path / "out", shard_rows=3)
     assert report.resumed_shards == 1 and resumed.to_list() == reference.to_list()
+    assert 0 < report.processed_tokens < report.tokens  # speed counts only the shards encoded now
     assert not (tmp_path / "out.partial").exists()
     again, report2 = pretokenize_dataset(
         dataset, codec_dir, tmp_path / "out", shard_rows=3

@@ -160,6 +160,9 @@ class PretokenizeReport:
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
     resumed_shards: int = 0
+    # What this process encoded in this run (excludes reused shards): the basis of the speed figures.
+    processed_audio_seconds: float = 0.0
+    processed_tokens: int = 0
     skipped: list[dict] = field(default_factory=list)  # [{"file_name", "reason"}]
 
     @property
@@ -168,7 +171,7 @@ class PretokenizeReport:
 
     @property
     def audio_hours_per_cpu_hour(self) -> float:
-        return self.audio_seconds / self.cpu_seconds if self.cpu_seconds > 0 else float("nan")
+        return self.processed_audio_seconds / self.cpu_seconds if self.cpu_seconds > 0 else float("nan")
 
     def summary(self) -> str:
         lines = [
@@ -176,8 +179,8 @@ class PretokenizeReport:
             f"audio: {self.audio_hours:.4f} h ({self.audio_seconds:.1f} s)",
             f"tokens: {self.tokens} in {self.frames} frames "
             f"({self.tokens / self.audio_seconds if self.audio_seconds else 0:.1f} tokens per audio second)",
-            f"speed: {self.tokens / self.wall_seconds if self.wall_seconds else 0:.1f} tokens/s wall, "
-            f"{self.audio_seconds / self.wall_seconds if self.wall_seconds else 0:.2f}x real time, "
+            f"speed: {self.processed_tokens / self.wall_seconds if self.wall_seconds else 0:.1f} tokens/s wall, "
+            f"{self.processed_audio_seconds / self.wall_seconds if self.wall_seconds else 0:.2f}x real time, "
             f"{self.audio_hours_per_cpu_hour:.2f} audio hours per CPU hour",
         ]
         for item in self.skipped[:20]:
@@ -329,6 +332,10 @@ def pretokenize_dataset(
             _save_atomic(mapped, target)
             mapped = datasets.load_from_disk(str(target))
         shards[i] = mapped
+        report.processed_audio_seconds += float(sum(mapped["duration"]))
+        report.processed_tokens += sum(len(c) for c in mapped["audio_codes"]) * int(
+            identity["tokens_per_frame"]
+        )
     state.wait_for_everyone()
     if not state.is_main_process:
         return None, report
