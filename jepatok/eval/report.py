@@ -45,7 +45,7 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
 table{border-collapse:collapse;margin:1em 0;font-size:14px} th,td{padding:4px 9px;border-bottom:1px solid #ddd;text-align:right}
-th{background:#f3f3f3} td:first-child,th:first-child{text-align:left} tr.ours{background:#eef6ff}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left;white-space:nowrap} .scroll{overflow-x:auto} tr.ours{background:#eef6ff}
 td.best{font-weight:bold;color:#0a6} .muted{color:#888} img{max-width:100%;border:1px solid #eee}
 .clip{margin:1.5em 0;padding:1em;border:1px solid #ddd;border-radius:6px}
 .players{display:flex;flex-wrap:wrap;gap:12px} .players div{font-size:13px} audio{width:230px;display:block}
@@ -106,7 +106,7 @@ def plot_bitrate_quality(metrics: dict, path: Path) -> bool:
         ax.set_xscale("log")
         ax.set_xlabel("bitrate (bit/s)")
         ax.set_ylabel(title + (" (higher better)" if higher else " (lower better)"))
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     fig.suptitle("Quality versus bitrate (same clips, same metrics)")
@@ -116,41 +116,43 @@ def plot_bitrate_quality(metrics: dict, path: Path) -> bool:
 
 
 def plot_slot_usage(stats: SlotStatistics, path: Path) -> None:
-    """Per-slot value histograms (sorted by frequency, log counts) and a bar chart of usage and entropy."""
+    """Bar chart of usage and normalised entropy per slot, and every slot's rank-frequency curve (log-log)."""
     plt = _plt()
     g = len(stats.slot_sizes)
-    cols = min(5, g)
-    rows = math.ceil(g / cols)
-    fig = plt.figure(figsize=(3.0 * cols, 2.1 * rows + 2.8))
-    gs = fig.add_gridspec(rows + 1, cols, height_ratios=[1.4] + [1] * rows)
-    ax = fig.add_subplot(gs[0, :])
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1.3, 1]})
     x = np.arange(g)
-    max_bits = np.log2(np.asarray(stats.slot_sizes, dtype=float))
-    ax.bar(x - 0.2, stats.usage, width=0.4, label="codebook usage (fraction of values used)", color="C0")
+    max_bits = np.log2(np.maximum(np.asarray(stats.slot_sizes, dtype=float), 2))
+    ax.bar(x - 0.2, stats.usage, width=0.4, label="usage (fraction of values seen)", color="C0")
     ax.bar(
         x + 0.2,
         np.asarray(stats.entropy_bits) / max_bits,
         width=0.4,
-        label="entropy / max entropy",
+        label="entropy / log2(slot size)",
         color="C1",
     )
-    ax.set_xticks(x, [str(i) for i in x])
+    ax.set_xticks(x, [str(i) for i in x], fontsize=8)
     ax.set_xlabel("token slot")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"Token-slot usage over {stats.frames} frames")
+    ax.set_ylim(0, 1.25)
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    ax.set_title(f"Token-slot usage over {stats.frames} frames", fontsize=10)
+    cmap = plt.get_cmap("viridis")
     for i, cnt in enumerate(stats.counts):
-        a = fig.add_subplot(gs[1 + i // cols, i % cols])
         nz = np.sort(cnt[cnt > 0])[::-1]
-        if nz.size:  # rank-frequency curve (one bar per value would be thousands of patches)
-            a.fill_between(np.arange(nz.size), nz, step="post", color="C2", alpha=0.8)
-            a.set_yscale("log")
-            a.set_xlim(0, max(nz.size, 1))
-        a.set_title(
-            f"slot {i}: {int((cnt > 0).sum())}/{cnt.size} used, {stats.entropy_bits[i]:.1f} b", fontsize=8
-        )
-        a.tick_params(labelsize=6)
-    fig.tight_layout()
+        if nz.size:
+            bx.plot(
+                np.arange(1, nz.size + 1),
+                nz / nz.sum(),
+                color=cmap(i / max(g - 1, 1)),
+                lw=1,
+                label=f"slot {i}",
+            )
+    bx.set_xscale("log")
+    bx.set_yscale("log")
+    bx.set_xlabel("value rank within slot")
+    bx.set_ylabel("probability")
+    bx.set_title("Rank-frequency per slot (flat = uniform use)", fontsize=10)
+    bx.legend(fontsize=6, ncol=2, loc="lower left") if g <= 20 else None
+    fig.subplots_adjust(wspace=0.25)
     _save(fig, path)
 
 
@@ -222,7 +224,7 @@ def _table(metrics: dict) -> str:
         f"<td>{_fmt(k, ref[k])}</td>" if k in ref else '<td class="muted">–</td>' for k in keys
     )
     rows.append(f"<tr><td>original audio</td>{ref_cells}</tr>")
-    return f"<table><tr><th>system</th>{head}</tr>{''.join(rows)}</table>"
+    return f"<div class='scroll'><table><tr><th>system</th>{head}</tr>{''.join(rows)}</table></div>"
 
 
 def _skipped(metrics: dict) -> str:
@@ -251,7 +253,7 @@ def _clip_section(metrics: dict, item: dict, out_dir: Path) -> str:
     row = next((r for r in metrics["clips"] if r["clip_id"] == clip.clip_id), {})
     systems = {"codec": row.get("codec", {}), **row.get("baselines", {})}
     players = [
-        f'<div>original<audio controls preload="none" src="{html.escape(audio_paths["original"])}"></audio></div>'
+        f'<div>original<audio controls preload="metadata" src="{html.escape(audio_paths["original"])}"></audio></div>'
     ]
     for name in item["outputs"]:
         s = systems.get(name, {})
@@ -259,7 +261,7 @@ def _clip_section(metrics: dict, item: dict, out_dir: Path) -> str:
         detail = ", ".join(f"{COLUMNS[k][0]} {_fmt(k, s[k])}" for k in ("pesq_wb", "stoi", "wer") if k in s)
         players.append(
             f'<div>{html.escape(label)} <span class="muted">{html.escape(detail)}</span>'
-            f'<audio controls preload="none" src="{html.escape(audio_paths[name])}"></audio></div>'
+            f'<audio controls preload="metadata" src="{html.escape(audio_paths[name])}"></audio></div>'
         )
     lines = []
     if clip.text:
