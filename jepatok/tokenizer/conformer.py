@@ -36,11 +36,15 @@ class MaskedGroupNorm(nn.Module):
         """x [B, C, T], mask [B, 1, T] (float, 1 = valid) or None."""
         if mask is None:
             return F.group_norm(x, 1, self.weight, self.bias, self.eps)
-        count = (mask.sum(dim=(1, 2), keepdim=True) * x.shape[1]).clamp_min(1.0)  # [B, 1, 1]
-        mean = (x * mask).sum(dim=(1, 2), keepdim=True) / count
-        var = ((x - mean).pow(2) * mask).sum(dim=(1, 2), keepdim=True) / count
-        y = (x - mean) * torch.rsqrt(var + self.eps)
-        return (y * self.weight.view(1, -1, 1) + self.bias.view(1, -1, 1)) * mask
+        # Statistics in at least fp32 (as F.group_norm does under autocast).
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        x32, m32 = x.to(dtype), mask.to(dtype)
+        count = (m32.sum(dim=(1, 2), keepdim=True) * x.shape[1]).clamp_min(1.0)  # [B, 1, 1]
+        mean = (x32 * m32).sum(dim=(1, 2), keepdim=True) / count
+        var = ((x32 - mean).pow(2) * m32).sum(dim=(1, 2), keepdim=True) / count
+        y = (x32 - mean) * torch.rsqrt(var + self.eps)
+        y = y * self.weight.to(dtype).view(1, -1, 1) + self.bias.to(dtype).view(1, -1, 1)
+        return (y * m32).to(x.dtype)
 
 
 class FeedForward(nn.Module):
