@@ -11,14 +11,16 @@ latent frames). Windowing all three naively changes many tokens. Here:
   a^2 over every window's core (float64), gate j using the already-known statistics of gates < j;
 * the Conformers run once over the whole latent sequence, which is small (2.5 frames/s: 30 min = 4500 x 128).
 
-So chunked tokens equal whole-file tokens up to float rounding whenever the front-end's receptive field fits
-in the context. (The `paper` preset's deepest dilations, 5^7 frames, exceed any window: beyond one chunk of
-context its far taps read zeros, as they always do on the <= 15 s training clips; every frame still sees
->= 15 s of context on each side, the training clip length.) Cost: pass j recomputes
-blocks 0..j, unless a block's whole-clip output fits in `cache_bytes` (true of the coarse levels: the paper
-preset's level 3 holds 1.2 floats per input sample), in which case later passes start from that cache.
+So chunked tokens equal whole-file tokens up to float rounding whenever half the front-end's receptive field
+fits in the context (true of `tiny` and `small`). The `paper` preset's dilations (up to 5^7 positions) give it
+a nominal receptive field of hours: beyond the context its far taps read zeros, as they always do on the
+<= 15 s training clips, and every frame still sees >= 15 s of context on each side.
 
-Decoding. The decoder is purely convolutional; each window carries its full receptive field as context, so
+Cost: pass j recomputes blocks 0..j, unless a block's whole-clip output fits in `cache_bytes` (true of the
+coarse levels: the paper preset's level 3 holds 1.2 floats per input sample), in which case later passes
+start from that cache.
+
+Decoding. The decoder is purely convolutional; each window carries its receptive field as context, so
 chunked audio equals whole-sequence audio (no seams, no clicks) up to float rounding.
 """
 
@@ -96,7 +98,7 @@ def encode_latents_chunked(
     chunk_length_s: float,
     sampling_rate: int,
     context_frames: int | None = None,
-    cache_bytes: int = 512 * 2**20,
+    cache_bytes: int = 256 * 2**20,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode long audio window by window; same result as `encoder(...)` up to float rounding.
 
@@ -108,9 +110,10 @@ def encode_latents_chunked(
         sampling_rate (`int`): The codec's sampling rate.
         context_frames (`int`, *optional*): Context on each side; default: the front-end's receptive field,
             capped at max(a quarter chunk, 15 s) (the paper preset's nominal receptive field is hours long).
-        cache_bytes (`int`, defaults to 512 MiB): A block's whole-clip features are kept (instead of being
-            recomputed by later passes) when they fit in this many bytes; 0 recomputes everything, so memory
-            stays bounded by the window size whatever the file length.
+        cache_bytes (`int`, defaults to 256 MiB): A block's whole-clip output is kept (instead of being
+            recomputed by later passes) when it fits in this many bytes; only the deepest kept level is
+            held, so the cache peaks below 2 x cache_bytes. 0 recomputes everything: memory then depends
+            on the window size only, whatever the file length.
 
     Returns:
         (latents [B, T, D], frame_mask [B, T] bool) with T = ceil(L / hop).
@@ -155,7 +158,12 @@ def encode_latents_chunked(
                     keep[..., c0 * f : c1 * f] = pre
             front.stats[j] = total
             if keep is not None:  # gate once the whole-clip statistics are known; later passes start here
-                front.cache[j + 1] = block.daam(keep, None, total)
+                mu, var = total.mean_var(block.daam.var_floor)
+                gate = block.daam.gate(block.daam.project(keep), mu.to(keep.device), var.to(keep.device))
+                keep.mul_(
+                    1.0 + block.daam.alpha.to(keep.dtype) * gate.to(keep.dtype)
+                )  # in place: no 2nd copy
+                front.cache = {j + 1: keep}  # shallower levels are never read again
         pieces = []
         for c0, c1, w0, w1 in _windows(n, chunk, context):
             z = encoder.bottleneck(front.block_input(len(encoder.blocks), w0, w1))  # [1, D, W]
