@@ -17,6 +17,7 @@ def voices():
     return a, b, c
 
 
+@pytest.mark.slow  # ~6 CPU-s: librosa/numba warm-up inside resemblyzer on first use
 def test_speaker_similarity_same_voice_beats_other_voice(voices):
     pytest.importorskip("resemblyzer")
     from jepatok.eval.quality import SpeakerSimilarity
