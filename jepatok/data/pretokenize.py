@@ -346,7 +346,9 @@ def pretokenize_dataset(
     full = datasets.concatenate_datasets(shards)
     errors = full["error"]
     names = full["file_name"] if "file_name" in full.column_names else [str(i) for i in range(len(full))]
-    report.skipped = [{"file_name": n, "reason": e} for n, e in zip(names, errors) if e]
+    report.skipped = [
+        {"file_name": n or f"row {i}", "reason": e} for i, (n, e) in enumerate(zip(names, errors)) if e
+    ]
     kept = full.filter(lambda e: not e, input_columns="error", new_fingerprint=f"{fingerprint}-kept")
     kept = kept.remove_columns("error").flatten_indices()  # materialize the filter (no indices mapping)
     durations = kept["duration"]
