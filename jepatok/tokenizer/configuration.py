@@ -325,6 +325,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     # Trained on 2 CPU cores: 16 kHz, hop 6400 (8*8*5*5*4) keeps 2.5 Hz, 19 tokens/frame, 640 bit/s.
+    # Decoder tail (16 -> 8 channels, one MRF kernel) and half-width discriminators are sized so stage-2
+    # training (discriminators included) runs at >= 10 s of audio per CPU-second (README, training section).
     "small": {
         "sampling_rate": 16000,
         "encoder_config": {
@@ -339,7 +341,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "dropout": 0.1,
         },
         "decoder_config": {
-            "channels": [256, 192, 128, 64, 24, 12],
+            "channels": [256, 192, 128, 48, 16, 8],
             "strides": [4, 5, 5, 8, 8],
             "mrf_kernel_sizes": [3],
             "mrf_dilations": [1, 3],

@@ -331,8 +331,10 @@ class CodecTrainer:
         return self.accelerator.no_sync(model) if micro < n - 1 else nullcontext()
 
     def clip(self, params) -> float:
+        """Clip to `max_grad_norm`; returns the pre-clip norm (nan when off or when DeepSpeed clips itself)."""
         if self.args.max_grad_norm > 0:
-            return float(self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm))
+            norm = self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
+            return float(norm) if norm is not None else float("nan")
         return float("nan")
 
     # -- the loop --------------------------------------------------------------------------------------
