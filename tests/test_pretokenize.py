@@ -212,3 +212,17 @@ def test_cli_summary_splits_and_benchmark(codec_dir, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert code == 0 and "benchmark (preset tiny" in out and "audio hours per CPU hour" in out
+
+
+def test_embedded_audio_bytes(codec_dir, tmp_path):
+    """HF datasets that embed the audio bytes (no path) decode from memory; bad bytes are reported by row."""
+    from jepatok.data.sources import normalize_hf_dataset
+
+    wav(tmp_path / "a.wav", 120, seed=3)
+    cells = [{"bytes": (tmp_path / "a.wav").read_bytes(), "path": None}, {"bytes": b"garbage", "path": None}]
+    ds = Dataset.from_dict({"audio": cells, "text": ["ok", "bad"]}).cast_column("audio", Audio(decode=False))
+    out, report = pretokenize_dataset(normalize_hf_dataset(ds), codec_dir, None, num_threads=1)
+    assert out["text"] == ["ok"] and len(out[0]["audio_codes"]) == -(
+        -120 // JepaCodecConfig.from_preset("tiny").hop_length
+    )
+    assert report.skipped[0]["file_name"] == "row 1" and "embedded audio bytes" in report.skipped[0]["reason"]
