@@ -165,6 +165,16 @@ def test_default_held_out_keeps_each_engine_in_train():
     assert len(corpus_mod.default_held_out(["piper-joe", "flite-slt"], 0)) == 1
 
 
+def test_trim_silence_keeps_speech_and_margin():
+    sr = 16000
+    tone = 0.5 * np.sin(np.linspace(0, 2000, sr)).astype(np.float32)
+    audio = np.concatenate([np.zeros(sr, np.float32), tone, np.zeros(2 * sr, np.float32)])
+    out = corpus_mod.trim_silence(audio, sr, pad_s=0.1)
+    assert len(out) == pytest.approx(sr + 0.2 * sr, abs=0.02 * sr)
+    assert np.abs(out).max() == pytest.approx(0.5, abs=1e-3)
+    assert len(corpus_mod.trim_silence(np.zeros(100, np.float32), sr)) == 100
+
+
 # ---------------------------------------------------------------- end to end
 
 HOURS = 0.006  # with (0.5, 0.25, 0.25): 3 train, 2 validation, 2 test utterances of 5 sentences

@@ -156,11 +156,27 @@ def _existing_indices(split_dir: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in split_dir.iterdir() if (m := _FILE_RE.match(p.name)))
 
 
+def trim_silence(audio: np.ndarray, sr: int, threshold_db: float = -50.0, pad_s: float = 0.15) -> np.ndarray:
+    """Cut leading/trailing stretches quieter than `threshold_db` below the peak, keeping `pad_s` of margin
+    (engines add up to ~1 s of digital silence, which would only dilute the corpus)."""
+    frame = max(1, sr // 100)  # 10 ms
+    n = len(audio) // frame
+    if n == 0:
+        return audio
+    rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1))
+    loud = np.flatnonzero(rms > np.abs(audio).max() * 10 ** (threshold_db / 20.0))
+    if loud.size == 0:
+        return audio
+    pad = int(pad_s * sr)
+    return audio[max(0, loud[0] * frame - pad) : min(len(audio), (loud[-1] + 1) * frame + pad)]
+
+
 def render(utt: Utterance, sampling_rate: int) -> np.ndarray:
     """Synthesize one utterance and apply warp, resampling to `sampling_rate` and gain. Returns [L] float32."""
     from jepatok.data.audio import resample
 
     audio, sr = synthesize(utt.voice, utt.text, tempo=utt.tempo, pitch=utt.pitch, variant=utt.variant)
+    audio = trim_silence(audio, sr)
     # Reading audio made at rate sr as if it were made at sr*warp scales pitch and formants by warp (a
     # different vocal tract) and duration by 1/warp. Rounded to 100 Hz so the resampling kernel stays short.
     warped_sr = int(round(sr * utt.warp / 100.0) * 100)
