@@ -78,7 +78,9 @@ def test_collate_restarts_positions_and_ignores_boundaries(tok):
     pos = batch.position_ids[0].tolist()
     assert pos[:n0] == list(range(n0)) and pos[n0 : n0 + n1] == list(range(n1)) and pos[n0 + n1] == 0
     assert batch.labels[0, n0].item() == IGNORE_INDEX  # <bos> of the 2nd sequence is never a target
-    assert (batch.labels[0, n0 + n1 :] == IGNORE_INDEX).all() and (batch.input_ids[0, n0 + n1 :] == tok.pad_token_id).all()
+    assert (batch.labels[0, n0 + n1 :] == IGNORE_INDEX).all() and (
+        batch.input_ids[0, n0 + n1 :] == tok.pad_token_id
+    ).all()
     with pytest.raises(ValueError, match="do not fit"):
         pack_examples([10, 300], 128)
 
@@ -99,8 +101,14 @@ def test_recipes_resolve_and_validate(tmp_path):
     assert tiny["model_preset"] == "tiny" and tiny["weight_decay"] == 0.1  # inherited from defaults.yaml
     for name in ("small", "base"):
         assert LMTrainArgs.from_recipe(name).model_preset == name
-    args = LMTrainArgs.from_recipe("tiny", ["learning_rate=1e-3", "model_overrides.num_hidden_layers=3"], max_steps=7)
-    assert args.learning_rate == 1e-3 and args.max_steps == 7 and args.model_overrides == {"num_hidden_layers": 3}
+    args = LMTrainArgs.from_recipe(
+        "tiny", ["learning_rate=1e-3", "model_overrides.num_hidden_layers=3"], max_steps=7
+    )
+    assert (
+        args.learning_rate == 1e-3
+        and args.max_steps == 7
+        and args.model_overrides == {"num_hidden_layers": 3}
+    )
     overlay = tmp_path / "mine.yaml"
     overlay.write_text("extends: tiny\nblock_size: 64\n")  # a bare name: a recipe of recipes/lm
     assert LMTrainArgs.from_recipe(str(overlay)).block_size == 64

@@ -61,8 +61,12 @@ def test_tasks_load_from_saved_directories(saved):
     assert isinstance(cont, SpeechGenerationPipeline)
     # Continuation of a short waveform (2 frames of prompt), prompt audio included in the output.
     wave = 0.3 * np.sin(2 * np.pi * 220 * np.arange(2 * _hop(tok)) / tok.sampling_rate).astype(np.float32)
-    out = cont({"audio": wave, "sampling_rate": tok.sampling_rate}, max_seconds=5 / tok.frame_rate, seed=1,
-               include_prompt_audio=True)
+    out = cont(
+        {"audio": wave, "sampling_rate": tok.sampling_rate},
+        max_seconds=5 / tok.frame_rate,
+        seed=1,
+        include_prompt_audio=True,
+    )
     new_frames = len([i for i in out["ids"] if i != tok.eos_token_id]) // tok.tokens_per_frame
     assert 1 <= new_frames <= 3
     assert out["audio"].shape == ((new_frames + 2) * _hop(tok),)
@@ -96,8 +100,23 @@ def test_generate_cli_writes_wavs(saved, tmp_path, capsys):
 
     tok = speech_tokenizer()
     out = tmp_path / "tts.wav"
-    argv = ["generate", "--lm", str(saved), "--text", "hello world", "--text", "bird", "--out", str(out),
-            "--max-seconds", str(3 / tok.frame_rate), "--seed", "0", "--top-k", "10"]
+    argv = [
+        "generate",
+        "--lm",
+        str(saved),
+        "--text",
+        "hello world",
+        "--text",
+        "bird",
+        "--out",
+        str(out),
+        "--max-seconds",
+        str(3 / tok.frame_rate),
+        "--seed",
+        "0",
+        "--top-k",
+        "10",
+    ]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert [s["file"] for s in summary] == [str(tmp_path / "tts_0.wav"), str(tmp_path / "tts_1.wav")]
@@ -107,8 +126,24 @@ def test_generate_cli_writes_wavs(saved, tmp_path, capsys):
     # Continuation from a file.
     prompt = tmp_path / "prompt.wav"
     sf.write(prompt, np.zeros(3 * _hop(tok), dtype=np.float32), tok.sampling_rate)
-    assert main(["generate", "--lm", str(saved), "--prompt-audio", str(prompt), "--out", str(tmp_path / "c.wav"),
-                 "--max-seconds", str(5 / tok.frame_rate), "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--lm",
+                str(saved),
+                "--prompt-audio",
+                str(prompt),
+                "--out",
+                str(tmp_path / "c.wav"),
+                "--max-seconds",
+                str(5 / tok.frame_rate),
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "c.wav").is_file()
     assert main(["generate", "--lm", str(saved), "--text", "x", "--out", str(tmp_path / "x.mp3")]) == 2
 
@@ -122,11 +157,24 @@ def test_stock_text_to_audio_still_dispatches_elsewhere(tmp_path):
     vocab.write_text(json.dumps({c: i for i, c in enumerate("_ abcdefghijklmnopqrstuvwxyz")}))
     tok = VitsTokenizer(str(vocab), add_blank=False, phonemize=False, normalize=False)
     cfg = VitsConfig(
-        vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, ffn_dim=32, flow_size=16,
-        spectrogram_bins=17, upsample_initial_channel=16, upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4],
-        resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1]], prior_encoder_num_flows=1,
-        prior_encoder_num_wavenet_layers=1, duration_predictor_num_flows=1, duration_predictor_filter_channels=16,
-        posterior_encoder_num_wavenet_layers=1, window_size=2,
+        vocab_size=len(tok),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        ffn_dim=32,
+        flow_size=16,
+        spectrogram_bins=17,
+        upsample_initial_channel=16,
+        upsample_rates=[2, 2],
+        upsample_kernel_sizes=[4, 4],
+        resblock_kernel_sizes=[3],
+        resblock_dilation_sizes=[[1]],
+        prior_encoder_num_flows=1,
+        prior_encoder_num_wavenet_layers=1,
+        duration_predictor_num_flows=1,
+        duration_predictor_filter_channels=16,
+        posterior_encoder_num_wavenet_layers=1,
+        window_size=2,
     )
     torch.manual_seed(0)
     pipe = pipeline("text-to-speech", model=VitsModel(cfg).eval(), tokenizer=tok)

@@ -73,8 +73,14 @@ def test_lora_trains_audio_embeddings_and_merges(tmp_path):
     assert used, "the batch holds audio tokens"
     emb = "model.embed_tokens.weight"
     assert not torch.equal(after[emb][used], before[emb][used]), "audio-token embedding rows did not change"
-    assert not torch.equal(after["lm_head.weight"][tok.audio_offset :], before["lm_head.weight"][tok.audio_offset :])
+    assert not torch.equal(
+        after["lm_head.weight"][tok.audio_offset :], before["lm_head.weight"][tok.audio_offset :]
+    )
     q = "model.layers.1.self_attn.q_proj.weight"
     assert not torch.equal(after[q], before[q])
-    for frozen in ("model.layers.1.mlp.up_proj.weight", "model.layers.0.self_attn.k_proj.weight", "model.norm.weight"):
+    for frozen in (
+        "model.layers.1.mlp.up_proj.weight",
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.norm.weight",
+    ):
         assert torch.equal(after[frozen], before[frozen]), frozen

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from lm_helpers import random_codes, speech_tokenizer, tiny_lm, single_thread  # noqa: F401  (autouse fixture)
+from lm_helpers import random_codes, single_thread, speech_tokenizer, tiny_lm  # noqa: F401  (autouse fixture)
 
 from jepatok.lm.data import LMBatch, PackedDataset, build_examples
 from jepatok.lm.modeling import LM_PRESETS, build_lm_config, check_lm_tokenizer
@@ -22,7 +22,11 @@ def tok():
 def test_presets_match_tokenizer(tok, preset):
     cfg = build_lm_config(preset, tok)
     assert cfg.vocab_size == len(tok)
-    assert (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) == (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+    assert (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) == (
+        tok.bos_token_id,
+        tok.eos_token_id,
+        tok.pad_token_id,
+    )
     assert cfg.jepatok["audio_offset"] == tok.audio_offset
     assert cfg.jepatok["codec_weights_hash"] == tok.codec_identity["weights_hash"]
     assert cfg.hidden_size % cfg.num_attention_heads == 0
@@ -49,7 +53,9 @@ def test_checks_tokenizer_compatibility(tok):
 def _batch(tok, n_frames=(6, 9), seed=0, mode="both"):
     g = torch.Generator().manual_seed(seed)
     codes = [random_codes(tok, n, g).tolist() for n in n_frames]
-    examples, _ = build_examples(codes, ["hello world", "the quick brown fox"][: len(codes)], tok, mode, block_size=512)
+    examples, _ = build_examples(
+        codes, ["hello world", "the quick brown fox"][: len(codes)], tok, mode, block_size=512
+    )
     block = max(len(e.input_ids) for e in examples)  # one sequence per row, no padding waste
     packed = PackedDataset(examples, block, tok.pad_token_id)
     return packed.collate(list(range(len(packed))))

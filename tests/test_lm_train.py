@@ -10,15 +10,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from lm_helpers import make_pretokenized, speech_tokenizer, single_thread  # noqa: F401  (autouse fixture)
+from lm_helpers import make_pretokenized, single_thread, speech_tokenizer  # noqa: F401  (autouse fixture)
 
 import jepatok.lm.train as lm_train
 from jepatok.lm.args import LMTrainArgs
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(
-    block_size=96, per_device_batch_size=1, warmup_steps=1, logging_steps=1, eval_steps=3, save_steps=1,
-    max_eval_blocks=2, max_steps=3,
+    block_size=96,
+    per_device_batch_size=1,
+    warmup_steps=1,
+    logging_steps=1,
+    eval_steps=3,
+    save_steps=1,
+    max_eval_blocks=2,
+    max_steps=3,
 )
 
 
@@ -47,8 +53,21 @@ def test_cli_trains_with_lora_and_saves_a_plain_model(paths, tmp_path):
     from jepatok.lm.modeling import build_lm
 
     out = tmp_path / "run"
-    argv = ["train-lm", "--recipe", "tiny", "--data", str(paths / "data"), "--tokenizer", str(paths / "tok"),
-            "--output-dir", str(out), "--max-steps", "2", "--lora", "4,8,q_proj,v_proj"]
+    argv = [
+        "train-lm",
+        "--recipe",
+        "tiny",
+        "--data",
+        str(paths / "data"),
+        "--tokenizer",
+        str(paths / "tok"),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "2",
+        "--lora",
+        "4,8,q_proj,v_proj",
+    ]
     argv += [f"{k}={v}" for k, v in FAST.items() if k != "max_steps"]
     argv += ["report_to=tensorboard", "learning_rate=0.01", "eval_steps=2", "save_steps=2"]
     assert main(argv) == 0
@@ -66,10 +85,16 @@ def test_cli_trains_with_lora_and_saves_a_plain_model(paths, tmp_path):
     before = build_lm("tiny", speech_tokenizer(), seed=0).state_dict()
     after = load_file(out / "final" / "model.safetensors")
     assert set(after) == {k for k in before if k != "lm_head.weight" or not model.config.tie_word_embeddings}
-    emb, q, k = "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight"
+    emb, q, k = (
+        "model.embed_tokens.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.k_proj.weight",
+    )
     offset = tok.audio_offset
     assert not torch.equal(before[emb][offset:], after[emb][offset:]), "audio-token embeddings did not train"
-    assert not torch.equal(before["lm_head.weight"][offset:], after["lm_head.weight"][offset:]), "LM head did not train"
+    assert not torch.equal(before["lm_head.weight"][offset:], after["lm_head.weight"][offset:]), (
+        "LM head did not train"
+    )
     assert not torch.equal(before[q], after[q]), "LoRA delta was not merged into q_proj"
     assert torch.equal(before[k], after[k]), "k_proj is neither a LoRA target nor trainable"
 
@@ -114,11 +139,28 @@ def test_refuses_data_from_another_codec(paths, tmp_path):
 def test_two_process_accelerate_launch(paths, tmp_path):
     out = tmp_path / "ddp"
     cmd = [
-        str(Path(sys.executable).parent / "accelerate"), "launch",
-        "--config_file", str(REPO / "recipes/accelerate/lm_ddp_cpu2.yaml"),
-        "-m", "jepatok.cli", "train-lm", "--recipe", "tiny", "--data", str(paths / "data"),
-        "--tokenizer", str(paths / "tok"), "--output-dir", str(out), "--max-steps", "2",
-        "block_size=128", "per_device_batch_size=2", "save_steps=2", "eval_steps=2", "max_eval_blocks=4",
+        str(Path(sys.executable).parent / "accelerate"),
+        "launch",
+        "--config_file",
+        str(REPO / "recipes/accelerate/lm_ddp_cpu2.yaml"),
+        "-m",
+        "jepatok.cli",
+        "train-lm",
+        "--recipe",
+        "tiny",
+        "--data",
+        str(paths / "data"),
+        "--tokenizer",
+        str(paths / "tok"),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "2",
+        "block_size=128",
+        "per_device_batch_size=2",
+        "save_steps=2",
+        "eval_steps=2",
+        "max_eval_blocks=4",
         "report_to=none",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -152,7 +152,7 @@ def load_recipe(recipe: str) -> dict[str, Any]:
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """"key=value" -> (key, YAML-parsed value)."""
+    """ "key=value" -> (key, YAML-parsed value)."""
     if "=" not in item:
         raise ValueError(f"override {item!r} is not of the form key=value")
     key, raw = item.split("=", 1)
@@ -191,7 +191,9 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if target is str:
             return str(value)
     except (TypeError, ValueError):
-        raise ValueError(f"option {name}={value!r} is not a valid {getattr(target, '__name__', target)}") from None
+        raise ValueError(
+            f"option {name}={value!r} is not a valid {getattr(target, '__name__', target)}"
+        ) from None
     return value
 
 

@@ -45,7 +45,10 @@ def _tokenizer(codec_preset: str):
 
     torch.manual_seed(0)
     codec = JepaCodecModel(JepaCodecConfig.from_preset(codec_preset)).eval()
-    texts = ["the quick brown fox jumps over the lazy dog", "speech tokens at two and a half frames a second"] * 20
+    texts = [
+        "the quick brown fox jumps over the lazy dog",
+        "speech tokens at two and a half frames a second",
+    ] * 20
     return JepaSpeechTokenizer.from_codec(codec, texts=texts)
 
 
@@ -165,14 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run_benchmark(
-        args.lm_preset, args.codec_preset, args.seconds, tuple(args.batch_sizes), args.train_block_size,
-        args.train_batch_size, args.device,
+        args.lm_preset,
+        args.codec_preset,
+        args.seconds,
+        tuple(args.batch_sizes),
+        args.train_block_size,
+        args.train_batch_size,
+        args.device,
     )
     text = json.dumps(asdict(result), indent=2)
     print(text)
     if args.out:
-        from .args import atomic_write_text
         from pathlib import Path
+
+        from .args import atomic_write_text
 
         atomic_write_text(Path(args.out), text + "\n")
     return 0

@@ -17,20 +17,32 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm", required=True, help="trained LM directory (train-lm's OUTPUT_DIR/final)")
-    parser.add_argument("--tokenizer", default=None, help="JepaSpeechTokenizer directory (default: the --lm directory)")
+    parser.add_argument(
+        "--tokenizer", default=None, help="JepaSpeechTokenizer directory (default: the --lm directory)"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", action="append", help="text to speak (repeat for a batch)")
-    source.add_argument("--prompt-audio", action="append", help="WAV/FLAC file to continue (repeat for a batch)")
-    parser.add_argument("--voice-prompt", default=None, help="with --text: audio whose voice the speech continues")
-    parser.add_argument("--out", required=True, help="output WAV (out_0.wav, out_1.wav, ... for several inputs)")
+    source.add_argument(
+        "--prompt-audio", action="append", help="WAV/FLAC file to continue (repeat for a batch)"
+    )
+    parser.add_argument(
+        "--voice-prompt", default=None, help="with --text: audio whose voice the speech continues"
+    )
+    parser.add_argument(
+        "--out", required=True, help="output WAV (out_0.wav, out_1.wav, ... for several inputs)"
+    )
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=50)
     parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--max-seconds", type=float, default=10.0, help="maximum audio length (prompt included)")
+    parser.add_argument(
+        "--max-seconds", type=float, default=10.0, help="maximum audio length (prompt included)"
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
-    parser.add_argument("--include-prompt", action="store_true", help="continuation: write prompt + continuation")
+    parser.add_argument(
+        "--include-prompt", action="store_true", help="continuation: write prompt + continuation"
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 

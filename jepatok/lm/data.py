@@ -62,7 +62,9 @@ def _labels(ids: list[int], prompt_len: int) -> list[int]:
 
 
 def _audio_ids(tokenizer, codes: list[list[int]]) -> list[int]:
-    return tokenizer.codes_to_ids(torch.as_tensor(codes, dtype=torch.long).reshape(-1, tokenizer.tokens_per_frame))
+    return tokenizer.codes_to_ids(
+        torch.as_tensor(codes, dtype=torch.long).reshape(-1, tokenizer.tokens_per_frame)
+    )
 
 
 def build_examples(

@@ -40,7 +40,14 @@ class SpeechPrompt:
 
 def is_speech_tokenizer(tokenizer) -> bool:
     """Whether `tokenizer` offers the jepatok speech-tokenizer interface (interfaces.md)."""
-    needed = ("audio_offset", "tokens_per_frame", "slot_sizes", "audio_token_id", "codes_to_ids", "decode_audio")
+    needed = (
+        "audio_offset",
+        "tokens_per_frame",
+        "slot_sizes",
+        "audio_token_id",
+        "codes_to_ids",
+        "decode_audio",
+    )
     return tokenizer is not None and all(hasattr(tokenizer, a) for a in needed)
 
 
@@ -101,8 +108,13 @@ class SpeechGenerationPipeline(Pipeline):
         fwd = {
             k: v
             for k, v in dict(
-                temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample, max_seconds=max_seconds,
-                min_frames=min_frames, seed=seed,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                do_sample=do_sample,
+                max_seconds=max_seconds,
+                min_frames=min_frames,
+                seed=seed,
             ).items()
             if v is not None
         }
@@ -138,7 +150,9 @@ class SpeechGenerationPipeline(Pipeline):
             return SpeechPrompt(tts_prompt_ids(tok, text) + audio_ids, "tts", len(audio_ids))
         if not audio_ids:
             raise ValueError("the prompt audio is too short to give a single codec frame")
-        return SpeechPrompt([tok.bos_token_id, tok.audio_token_id] + audio_ids, "continuation", len(audio_ids))
+        return SpeechPrompt(
+            [tok.bos_token_id, tok.audio_token_id] + audio_ids, "continuation", len(audio_ids)
+        )
 
     def _forward(
         self,
@@ -178,7 +192,9 @@ class SpeechGenerationPipeline(Pipeline):
         )
         return {"sequences": sequences.cpu(), "prompt_length": input_ids.shape[1], "prompts": prompts}
 
-    def postprocess(self, outputs: dict[str, Any], include_prompt_audio: bool = False) -> list[dict[str, Any]]:
+    def postprocess(
+        self, outputs: dict[str, Any], include_prompt_audio: bool = False
+    ) -> list[dict[str, Any]]:
         tok, eos = self.tokenizer, int(self.tokenizer.eos_token_id)
         generated: list[list[int]] = []
         for row, prompt in zip(outputs["sequences"].tolist(), outputs["prompts"]):
@@ -186,7 +202,9 @@ class SpeechGenerationPipeline(Pipeline):
             if eos in new:
                 new = new[: new.index(eos) + 1]
             problems = check_frame_grammar(prompt.input_ids + new, self.grammar)
-            if problems:  # cannot happen with the processor on; guards against a misconfigured model/tokenizer
+            if (
+                problems
+            ):  # cannot happen with the processor on; guards against a misconfigured model/tokenizer
                 raise RuntimeError(f"generated sequence breaks the frame grammar: {problems[:3]}")
             generated.append(new)
         to_decode = []
@@ -199,14 +217,20 @@ class SpeechGenerationPipeline(Pipeline):
         results = []
         for k, new in enumerate(generated):
             wave, sr = waves[k] if to_decode[k] else (np.zeros(0, dtype=np.float32), int(tok.sampling_rate))
-            results.append({"audio": np.asarray(wave, dtype=np.float32), "sampling_rate": int(sr), "ids": new})
+            results.append(
+                {"audio": np.asarray(wave, dtype=np.float32), "sampling_rate": int(sr), "ids": new}
+            )
         return results
 
     # --- calling ---------------------------------------------------------------------------------------
     def __call__(self, inputs, batch_size: int | None = None, **kwargs):
         """Generate for one input (returns a dict) or a list (returns a list, in left-padded batches)."""
         pre, fwd, post = self._sanitize_parameters(**kwargs)
-        pre, fwd, post = {**self._preprocess_params, **pre}, {**self._forward_params, **fwd}, {**self._postprocess_params, **post}
+        pre, fwd, post = (
+            {**self._preprocess_params, **pre},
+            {**self._forward_params, **fwd},
+            {**self._postprocess_params, **post},
+        )
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
         if not items:
@@ -269,7 +293,10 @@ def register_pipelines() -> None:
     tasks = PIPELINE_REGISTRY.supported_tasks
     if CONTINUATION_TASK not in tasks:
         PIPELINE_REGISTRY.register_pipeline(
-            CONTINUATION_TASK, pipeline_class=SpeechGenerationPipeline, pt_model=AutoModelForCausalLM, type="multimodal"
+            CONTINUATION_TASK,
+            pipeline_class=SpeechGenerationPipeline,
+            pt_model=AutoModelForCausalLM,
+            type="multimodal",
         )
     entry = tasks.get("text-to-audio")
     if entry is not None and entry.get("impl") is not _TextToAudioDispatch:

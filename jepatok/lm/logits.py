@@ -156,7 +156,9 @@ class FrameGrammarLogitsProcessor(LogitsProcessor):
         return scores.masked_fill(~allowed, -math.inf)
 
 
-def check_frame_grammar(ids: list[int] | torch.Tensor, grammar: FrameGrammar, require_eos: bool = False) -> list[str]:
+def check_frame_grammar(
+    ids: list[int] | torch.Tensor, grammar: FrameGrammar, require_eos: bool = False
+) -> list[str]:
     """Violations of the frame grammar in one sequence (empty list = valid).
 
     The audio part starts after the last `<audio>`; trailing `<eos>` (and anything after it, i.e. padding)
@@ -180,6 +182,8 @@ def check_frame_grammar(ids: list[int] | torch.Tensor, grammar: FrameGrammar, re
         k = i % G
         value = tok - grammar.audio_offset
         if not 0 <= value < grammar.slot_sizes[k]:
-            problems.append(f"token {i} (slot {k}) = {tok} outside [{grammar.audio_offset}, "
-                            f"{grammar.audio_offset + grammar.slot_sizes[k]})")
+            problems.append(
+                f"token {i} (slot {k}) = {tok} outside [{grammar.audio_offset}, "
+                f"{grammar.audio_offset + grammar.slot_sizes[k]})"
+            )
     return problems

@@ -67,7 +67,9 @@ def apply_lora(model: torch.nn.Module, spec: LoraSpec | str, dropout: float = 0.
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in spec.targets if t not in names]
     if missing:
-        raise ValueError(f"--lora targets {missing} are not modules of this model; e.g. {sorted(DEFAULT_TARGETS)}")
+        raise ValueError(
+            f"--lora targets {missing} are not modules of this model; e.g. {sorted(DEFAULT_TARGETS)}"
+        )
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     config = LoraConfig(
         r=spec.r,
@@ -87,7 +89,9 @@ def check_audio_embeddings_trainable(model: torch.nn.Module) -> None:
     """Raise ValueError unless the input embeddings (and an untied output head) receive gradients."""
     emb = model.get_input_embeddings()
     if not emb.weight.requires_grad:
-        raise ValueError("LoRA setup leaves the input embeddings frozen: audio-token embeddings would never adapt")
+        raise ValueError(
+            "LoRA setup leaves the input embeddings frozen: audio-token embeddings would never adapt"
+        )
     head = model.get_output_embeddings()
     if head is not None and not head.weight.requires_grad:
         raise ValueError("LoRA setup leaves the LM head frozen: audio-token logits would never adapt")

@@ -91,7 +91,9 @@ def build_lm_config(preset: str | dict[str, Any], tokenizer, **overrides: Any) -
     elif isinstance(preset, dict):
         arch = dict(preset)
     else:
-        raise ValueError(f"preset must be a preset name or a dict of LlamaConfig fields, got {type(preset).__name__}")
+        raise ValueError(
+            f"preset must be a preset name or a dict of LlamaConfig fields, got {type(preset).__name__}"
+        )
     arch.update(overrides)
     hidden, heads = arch.get("hidden_size"), arch.get("num_attention_heads")
     if hidden is None or heads is None or hidden % heads != 0:
@@ -141,7 +143,9 @@ def check_lm_tokenizer(model: PreTrainedModel, tokenizer) -> None:
     config = model.config
     n_vocab = len(tokenizer)
     if config.vocab_size != n_vocab:
-        raise ValueError(f"LM vocab_size {config.vocab_size} != len(tokenizer) {n_vocab}; wrong tokenizer for this LM")
+        raise ValueError(
+            f"LM vocab_size {config.vocab_size} != len(tokenizer) {n_vocab}; wrong tokenizer for this LM"
+        )
     stored = getattr(config, "jepatok", None)
     if not stored:
         return  # a plain HF LM without jepatok metadata: vocab size is all we can check

@@ -44,8 +44,9 @@ class TrainResult:
 
 def load_tokenizer(path: str):
     """The speech tokenizer saved at `path` (AutoTokenizer; `import jepatok` registers the class)."""
-    import jepatok  # noqa: F401  (registers JepaSpeechTokenizer with AutoTokenizer)
     from transformers import AutoTokenizer
+
+    import jepatok  # noqa: F401  (registers JepaSpeechTokenizer with AutoTokenizer)
 
     if not Path(path).is_dir():
         raise FileNotFoundError(f"tokenizer directory {path!r} does not exist")
@@ -65,7 +66,9 @@ def load_pretokenized(path: str, tokenizer) -> dict:
     splits = {"train": data} if isinstance(data, Dataset) else dict(data)
     for name, split in splits.items():
         if "audio_codes" not in split.column_names:
-            raise ValueError(f"split {name!r} of {path} has no audio_codes column (columns: {split.column_names})")
+            raise ValueError(
+                f"split {name!r} of {path} has no audio_codes column (columns: {split.column_names})"
+            )
     if "train" not in splits:
         raise ValueError(f"{path} has no train split (splits: {sorted(splits)})")
     return splits
@@ -78,7 +81,9 @@ def make_packed(split, tokenizer, args: LMTrainArgs) -> tuple[PackedDataset, dic
         split["audio_codes"], texts, tokenizer, args.sequence_mode, args.block_size, args.mask_text_labels
     )
     if not examples:
-        raise ValueError(f"no training sequences could be built ({stats}); check sequence_mode and block_size")
+        raise ValueError(
+            f"no training sequences could be built ({stats}); check sequence_mode and block_size"
+        )
     return PackedDataset(examples, args.block_size, int(tokenizer.pad_token_id)), vars(stats)
 
 
@@ -106,10 +111,14 @@ def batch_nll(model, batch: LMBatch) -> tuple[torch.Tensor, torch.Tensor]:
 
     `attention_mask=None` with per-sequence `position_ids` gives block-diagonal causal attention.
     """
-    out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=None, use_cache=False)
+    out = model(
+        input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=None, use_cache=False
+    )
     logits = out.logits[:, :-1].float()  # [B, S-1, V]
     targets = batch.labels[:, 1:]  # [B, S-1]
-    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
+    nll = F.cross_entropy(
+        logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    )
     return nll.view_as(targets), targets
 
 
@@ -121,7 +130,9 @@ def evaluate(model, packed: PackedDataset, tokenizer, args: LMTrainArgs, acceler
     n_blocks = min(len(packed), args.max_eval_blocks)
     mine = list(range(accelerator.process_index, n_blocks, accelerator.num_processes))
     G, offset, eos = int(tokenizer.tokens_per_frame), int(tokenizer.audio_offset), int(tokenizer.eos_token_id)
-    sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # nll, tokens, audio nll, audio tokens
+    sums = torch.zeros(
+        4, dtype=torch.float64, device=accelerator.device
+    )  # nll, tokens, audio nll, audio tokens
     for i in range(0, len(mine), args.per_device_batch_size):
         batch = packed.collate(mine[i : i + args.per_device_batch_size]).to(accelerator.device)
         with accelerator.autocast():
@@ -129,9 +140,9 @@ def evaluate(model, packed: PackedDataset, tokenizer, args: LMTrainArgs, acceler
         labelled = targets != IGNORE_INDEX
         audio = targets >= offset
         coded = audio | (targets == eos)  # what coding the audio costs: its tokens and where it ends
-        sums += torch.stack(
-            [nll[labelled].sum(), labelled.sum(), nll[coded].sum(), audio.sum()]
-        ).to(torch.float64)
+        sums += torch.stack([nll[labelled].sum(), labelled.sum(), nll[coded].sum(), audio.sum()]).to(
+            torch.float64
+        )
     sums = accelerator.reduce(sums, reduction="sum")
     model.train(was_training)
     nll, tokens, audio_nll, audio_tokens = (float(x) for x in sums.tolist())
@@ -145,11 +156,13 @@ def evaluate(model, packed: PackedDataset, tokenizer, args: LMTrainArgs, acceler
             {
                 "eval/nll_per_audio_second": per_second,
                 "eval/bits_per_audio_second": per_second / math.log(2),
-                # exp(nats per second) overflows float64 past 709 nats/s (an untrained tiny-preset LM at 9500 tokens/s).
-                "eval/perplexity_per_audio_second": math.exp(per_second) if per_second < 709 else float("inf"),
                 "eval/audio_seconds": seconds,
             }
         )
+        # exp(nats per second) overflows float64 past 709 nats/s (e.g. an untrained LM on the 500 Hz tiny codec):
+        # then only the log form (nll_per_audio_second) is reported.
+        if per_second < 709:
+            metrics["eval/perplexity_per_audio_second"] = math.exp(per_second)
     return metrics
 
 
@@ -217,7 +230,9 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
         raise ValueError("data, tokenizer and output_dir are required")
     out = Path(args.output_dir)
     if not resume and list_checkpoints(out):
-        raise FileExistsError(f"{out} already holds checkpoints; pass --resume to continue or use a new --output-dir")
+        raise FileExistsError(
+            f"{out} already holds checkpoints; pass --resume to continue or use a new --output-dir"
+        )
     trackers = None if args.report_to in ("", "none", None) else args.report_to
     accelerator = Accelerator(
         # Without CUDA, cpu=True is what makes a torchrun/`accelerate launch` group use gloo (MULTI_CPU) instead of
@@ -302,7 +317,11 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
             raise RuntimeError("gradient accumulation fell out of step with the optimizer steps")
         scheduler.step()
         step += 1
-        window_loss, window_steps, window_tokens = window_loss + step_loss, window_steps + 1, window_tokens + n_tokens
+        window_loss, window_steps, window_tokens = (
+            window_loss + step_loss,
+            window_steps + 1,
+            window_tokens + n_tokens,
+        )
         bar.update(1)
         _after_step(step)
         if args.logging_steps and (step % args.logging_steps == 0 or step == args.max_steps):
@@ -319,7 +338,11 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
             accelerator.log(record, step=step)
             bar.set_postfix(loss=f"{last_loss:.3f}")
             window_loss, window_steps, window_tokens, t0 = 0.0, 0, 0, time.perf_counter()
-        if eval_set is not None and args.eval_steps and (step % args.eval_steps == 0 or step == args.max_steps):
+        if (
+            eval_set is not None
+            and args.eval_steps
+            and (step % args.eval_steps == 0 or step == args.max_steps)
+        ):
             eval_metrics = evaluate(model, eval_set, tokenizer, args, accelerator)
             accelerator.log(eval_metrics, step=step)
             accelerator.print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items()))
@@ -357,12 +380,16 @@ def save_final(accelerator, model, tokenizer, out: Path) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe", default="tiny", help="recipe name in recipes/lm (tiny, small, base) or a YAML path")
+    parser.add_argument(
+        "--recipe", default="tiny", help="recipe name in recipes/lm (tiny, small, base) or a YAML path"
+    )
     parser.add_argument("--data", required=True, help="pre-tokenized dataset directory (jepatok pretokenize)")
     parser.add_argument("--tokenizer", required=True, help="JepaSpeechTokenizer directory")
     parser.add_argument("--output-dir", required=True, help="run directory (checkpoints/, final/, logs)")
     parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides the recipe)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUTPUT_DIR")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in OUTPUT_DIR"
+    )
     parser.add_argument("--lora", default=None, help="LoRA 'r,alpha,targets' e.g. 8,16,q_proj,v_proj")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides (YAML values)")
 
@@ -378,6 +405,15 @@ def run(args: argparse.Namespace) -> int:
         lora=args.lora,
     )
     result = train(train_args, resume=args.resume)
-    print(json.dumps({"final_dir": result.final_dir, "steps": result.steps, "train_loss": result.train_loss,
-                      **result.eval_metrics}, indent=2))
+    print(
+        json.dumps(
+            {
+                "final_dir": result.final_dir,
+                "steps": result.steps,
+                "train_loss": result.train_loss,
+                **result.eval_metrics,
+            },
+            indent=2,
+        )
+    )
     return 0
