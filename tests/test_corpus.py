@@ -177,7 +177,7 @@ def test_trim_silence_keeps_speech_and_margin():
 
 # ---------------------------------------------------------------- end to end
 
-HOURS = 0.006  # with (0.5, 0.25, 0.25): 3 train, 2 validation, 2 test utterances of 5 sentences
+HOURS = 0.006  # with (0.5, 0.25, 0.25): about 4 train, 2 validation, 2 test utterances of 5 sentences
 
 
 def _build(out, seed=0, **kw):
