@@ -19,7 +19,6 @@ listed with their reason in the summary and in `<out>/pretokenize_report.json`.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import resource
@@ -30,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 import torch
 
-from .audio import AudioReadError, load_audio, resample, to_mono
+from .audio import AudioReadError
 from .pretokenized import FORMAT_VERSION, check_codec_identity, make_header, read_codec_identity, read_header
+from .sources import decode_audio_cell
 
 REPORT_FILE = "pretokenize_report.json"
 _CODECS: dict[tuple[str, str], Any] = {}  # (codec_dir, device) -> (codec, feature_extractor), per process
@@ -49,28 +48,6 @@ def _load_codec(codec_dir: str, device: str):
         codec = JepaCodecModel.from_pretrained(codec_dir).eval().to(device)
         _CODECS[key] = (codec, JepaCodecFeatureExtractor.from_codec_config(codec.config))
     return _CODECS[key]
-
-
-def _decode_entry(entry: Any, sampling_rate: int) -> np.ndarray:
-    """An undecoded Audio cell ({"path", "bytes"}) -> mono float32 at `sampling_rate`; AudioReadError if unreadable."""
-    if not isinstance(entry, dict):
-        raise AudioReadError(f"audio cell must be a dict with path/bytes, got {type(entry).__name__}")
-    if entry.get("bytes"):
-        try:
-            audio, sr = sf.read(io.BytesIO(entry["bytes"]), dtype="float32", always_2d=False)
-        except Exception as err:  # soundfile raises several types
-            raise AudioReadError(f"cannot decode embedded audio bytes: {err}") from err
-        audio = to_mono(audio)
-        if audio.size == 0:
-            raise AudioReadError("embedded audio holds no samples")
-        audio = resample(audio, int(sr), sampling_rate)
-    elif entry.get("path"):
-        audio, _ = load_audio(entry["path"], target_sr=sampling_rate)
-    else:
-        raise AudioReadError("audio cell has neither bytes nor path")
-    if not np.isfinite(audio).all():
-        raise AudioReadError("audio holds NaN or infinite samples")
-    return audio
 
 
 def pretokenize_batch(
@@ -119,7 +96,7 @@ def _encode_batch(
     waves: dict[int, np.ndarray] = {}
     for i, cell in enumerate(cells):
         try:
-            waves[i] = _decode_entry(cell, rate)
+            waves[i] = decode_audio_cell(cell, rate)
             durations[i] = len(waves[i]) / rate
         except (AudioReadError, FileNotFoundError, ValueError) as err:
             errors[i] = str(err)

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import datasets
+import numpy as np
+import soundfile as sf
 from datasets import Audio, Dataset, DatasetDict, Features, Value
 
-from .audio import AUDIO_EXTENSIONS, list_audio_files
+from .audio import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, load_audio, resample, to_mono
 
 TEXT_COLUMNS = ("text", "transcription", "transcript", "sentence", "normalized_text", "text_normalized")
 SPEAKER_COLUMNS = ("speaker", "speaker_id", "client_id")
@@ -38,6 +42,28 @@ FEATURES = Features(
         "file_name": Value("string"),
     }
 )
+
+
+def decode_audio_cell(entry: Any, sampling_rate: int) -> np.ndarray:
+    """An undecoded Audio cell ({"path", "bytes"}) -> mono float32 at `sampling_rate`; AudioReadError if unreadable."""
+    if not isinstance(entry, dict):
+        raise AudioReadError(f"audio cell must be a dict with path/bytes, got {type(entry).__name__}")
+    if entry.get("bytes"):
+        try:
+            audio, sr = sf.read(io.BytesIO(entry["bytes"]), dtype="float32", always_2d=False)
+        except Exception as err:  # soundfile raises several types
+            raise AudioReadError(f"cannot decode embedded audio bytes: {err}") from err
+        audio = to_mono(audio)
+        if audio.size == 0:
+            raise AudioReadError("embedded audio holds no samples")
+        audio = resample(audio, int(sr), sampling_rate)
+    elif entry.get("path"):
+        audio, _ = load_audio(entry["path"], target_sr=sampling_rate)
+    else:
+        raise AudioReadError("audio cell has neither bytes nor path")
+    if not np.isfinite(audio).all():
+        raise AudioReadError("audio holds NaN or infinite samples")
+    return audio
 
 
 def _read_metadata_csv(csv_path: Path, texts: dict[Path, str], speakers: dict[Path, str]) -> None:
@@ -245,4 +271,11 @@ def load_source(
     return normalize_hf_dataset(hub, audio_column, text_column, speaker_column)
 
 
-__all__ = ["FEATURES", "folder_dataset", "load_source", "normalize_hf_dataset", "source_splits"]
+__all__ = [
+    "FEATURES",
+    "decode_audio_cell",
+    "folder_dataset",
+    "load_source",
+    "normalize_hf_dataset",
+    "source_splits",
+]

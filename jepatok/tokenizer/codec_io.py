@@ -1,4 +1,6 @@
-"""Audio through the codec for `JepaSpeechTokenizer` (arXiv 2512.07168): lazy codec, waveforms <-> audio ids.
+"""Audio ids of `JepaSpeechTokenizer` (arXiv 2512.07168): ids <-> packed codes, lazy codec, waveforms <-> ids.
+
+`codes_to_ids` / `ids_to_codes` check frame completeness and that slot k holds < slot_sizes[k] values.
 
 The codec loads on first use from the tokenizer's `codec/` folder and must match the identity recorded at
 build time (config hash and weights hash). Encoding sorts clips by length and batches them (the codec's
@@ -16,8 +18,73 @@ import numpy as np
 import torch
 
 
+def as_int_list(ids: Any) -> list[int]:
+    """ids (list, tensor, array or one int) -> list of Python ints; ValueError on non-integers."""
+    if isinstance(ids, torch.Tensor):
+        ids = ids.detach().cpu().reshape(-1).tolist()
+    elif isinstance(ids, np.ndarray):
+        ids = ids.reshape(-1).tolist()
+    elif isinstance(ids, int):
+        ids = [ids]
+    out = []
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise ValueError(f"ids must be integers, got {type(i).__name__} ({i!r})")
+        out.append(int(i))
+    return out
+
+
 class CodecAudioMixin:
-    """Codec access and waveform encode/decode (uses `codes_to_ids` / `ids_to_codes` of the tokenizer)."""
+    """Audio ids <-> codes, codec access and waveform encode/decode for `JepaSpeechTokenizer` (which provides
+    `audio_offset`, `tokens_per_frame`, `slot_sizes`, `is_audio_id` and `len`)."""
+
+    # --- audio ids <-> codes ----------------------------------------------------------------------
+    def codes_to_ids(self, codes: Any) -> list[int]:
+        """Packed codec tokens [T, G] (tensor, array or nested list) -> audio ids (row-major, audio_offset + value)."""
+        codes = torch.as_tensor(np.asarray(codes) if isinstance(codes, list) else codes)
+        if codes.dim() != 2 or codes.shape[-1] != self.tokens_per_frame:
+            raise ValueError(
+                f"codes must have shape [frames, {self.tokens_per_frame}] (one row per frame), got {tuple(codes.shape)}"
+            )
+        if codes.is_floating_point():
+            raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
+        self._check_slots(codes.long())
+        return (codes.long() + self.audio_offset).reshape(-1).tolist()
+
+    def ids_to_codes(self, ids: Any, strict: bool = False) -> torch.Tensor:
+        """Audio ids -> packed codes LongTensor [T, G]; checks frame completeness and slot ranges.
+
+        Args:
+            ids: Token ids (list, 1-D tensor or array). Non-audio ids (special/text) are dropped unless `strict`.
+            strict: Raise on any non-audio id instead of dropping it.
+        """
+        ids = as_int_list(ids)
+        bad = [i for i in ids if not 0 <= i < len(self)]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is out of range: this tokenizer has ids 0..{len(self) - 1}")
+        audio = [i for i in ids if self.is_audio_id(i)]
+        if strict and len(audio) != len(ids):
+            other = next(i for i in ids if not self.is_audio_id(i))
+            raise ValueError(f"id {other} ({self._convert_id_to_token(other)!r}) is not an audio token")
+        g = self.tokens_per_frame
+        if len(audio) % g:
+            raise ValueError(
+                f"{len(audio)} audio tokens are not whole frames ({len(audio) // g} frames + {len(audio) % g} "
+                f"tokens); each frame has {g} tokens: truncated frame?"
+            )
+        codes = torch.tensor(audio, dtype=torch.long).view(-1, g) - self.audio_offset
+        self._check_slots(codes)
+        return codes
+
+    def _check_slots(self, codes: torch.Tensor) -> None:
+        sizes = torch.tensor(self.slot_sizes, dtype=torch.long)
+        bad = (codes < 0) | (codes >= sizes)
+        if bool(bad.any()):
+            frame, slot = (int(x) for x in bad.nonzero()[0])
+            raise ValueError(
+                f"audio value {int(codes[frame, slot])} at frame {frame}, slot {slot} is out of range: "
+                f"slot {slot} holds 0..{self.slot_sizes[slot] - 1}"
+            )
 
     # --- codec ------------------------------------------------------------------------------------
     @property

@@ -28,12 +28,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import sentencepiece as spm
-import torch
 from transformers import PreTrainedTokenizer
 
-from .codec_io import CodecAudioMixin
+from .codec_io import CodecAudioMixin, as_int_list
 from .processing import REMOTE_MODULE, write_remote_module
 from .templates import TemplateMixin
 
@@ -99,21 +97,6 @@ def train_sentencepiece(
         minloglevel=2,
     )
     return model.getvalue()
-
-
-def _as_int_list(ids: Any) -> list[int]:
-    if isinstance(ids, torch.Tensor):
-        ids = ids.detach().cpu().reshape(-1).tolist()
-    elif isinstance(ids, np.ndarray):
-        ids = ids.reshape(-1).tolist()
-    elif isinstance(ids, int):
-        ids = [ids]
-    out = []
-    for i in ids:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise ValueError(f"ids must be integers, got {type(i).__name__} ({i!r})")
-        out.append(int(i))
-    return out
 
 
 class JepaSpeechTokenizer(CodecAudioMixin, TemplateMixin, PreTrainedTokenizer):
@@ -351,54 +334,6 @@ class JepaSpeechTokenizer(CodecAudioMixin, TemplateMixin, PreTrainedTokenizer):
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         return self.sp_model.decode_pieces(tokens)
 
-    # --- audio ids <-> codes ----------------------------------------------------------------------
-    def codes_to_ids(self, codes: Any) -> list[int]:
-        """Packed codec tokens [T, G] (tensor, array or nested list) -> audio ids (row-major, audio_offset + value)."""
-        codes = torch.as_tensor(np.asarray(codes) if isinstance(codes, list) else codes)
-        if codes.dim() != 2 or codes.shape[-1] != self.tokens_per_frame:
-            raise ValueError(
-                f"codes must have shape [frames, {self.tokens_per_frame}] (one row per frame), got {tuple(codes.shape)}"
-            )
-        if codes.is_floating_point():
-            raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
-        self._check_slots(codes.long())
-        return (codes.long() + self.audio_offset).reshape(-1).tolist()
-
-    def ids_to_codes(self, ids: Any, strict: bool = False) -> torch.Tensor:
-        """Audio ids -> packed codes LongTensor [T, G]; checks frame completeness and slot ranges.
-
-        Args:
-            ids: Token ids (list, 1-D tensor or array). Non-audio ids (special/text) are dropped unless `strict`.
-            strict: Raise on any non-audio id instead of dropping it.
-        """
-        ids = _as_int_list(ids)
-        bad = [i for i in ids if not 0 <= i < len(self)]
-        if bad:
-            raise ValueError(f"token id {bad[0]} is out of range: this tokenizer has ids 0..{len(self) - 1}")
-        audio = [i for i in ids if self.is_audio_id(i)]
-        if strict and len(audio) != len(ids):
-            other = next(i for i in ids if not self.is_audio_id(i))
-            raise ValueError(f"id {other} ({self._convert_id_to_token(other)!r}) is not an audio token")
-        g = self.tokens_per_frame
-        if len(audio) % g:
-            raise ValueError(
-                f"{len(audio)} audio tokens are not whole frames ({len(audio) // g} frames + {len(audio) % g} "
-                f"tokens); each frame has {g} tokens: truncated frame?"
-            )
-        codes = torch.tensor(audio, dtype=torch.long).view(-1, g) - self.audio_offset
-        self._check_slots(codes)
-        return codes
-
-    def _check_slots(self, codes: torch.Tensor) -> None:
-        sizes = torch.tensor(self.slot_sizes, dtype=torch.long)
-        bad = (codes < 0) | (codes >= sizes)
-        if bool(bad.any()):
-            frame, slot = (int(x) for x in bad.nonzero()[0])
-            raise ValueError(
-                f"audio value {int(codes[frame, slot])} at frame {frame}, slot {slot} is out of range: "
-                f"slot {slot} holds 0..{self.slot_sizes[slot] - 1}"
-            )
-
     # --- decoding ids to text ---------------------------------------------------------------------
     def _decode(
         self,
@@ -410,7 +345,7 @@ class JepaSpeechTokenizer(CodecAudioMixin, TemplateMixin, PreTrainedTokenizer):
     ) -> str:
         """Text pieces become text; each run of audio ids becomes `[audio: N frames, S s]` (or the
         `<|a{v}|>` tokens when `summarize_audio=False`); special tokens are kept unless skipped."""
-        ids = _as_int_list(token_ids)
+        ids = as_int_list(token_ids)
         parts: list[str] = []
         text_run: list[int] = []
         after_special = [False]  # the last emitted part was a special token (they glue to their text)
