@@ -6,11 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import soundfile as sf
+import torch
 from safetensors.torch import load_file
 
-FAST = ["crop_seconds=0.1", "batch_size=2", "warmup_steps=1", "log_every=1", "tracker=none", "keep_checkpoints=0"]
+FAST = [
+    "crop_seconds=0.1",
+    "batch_size=2",
+    "warmup_steps=1",
+    "log_every=1",
+    "tracker=none",
+    "keep_checkpoints=0",
+]
 
 
 def make_audio_folder(root: Path, n: int = 4, sampling_rate: int = 8000, seconds: float = 0.15) -> Path:

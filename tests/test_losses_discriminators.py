@@ -77,7 +77,9 @@ def test_reconstruction_losses(generator):
     y2 = y.clone()
     y2[..., 3000:] = 5.0
     torch.testing.assert_close(waveform_l1_loss(x, y, mask), waveform_l1_loss(x, y2, mask))
-    torch.testing.assert_close(multi_resolution_stft_loss(x, y, mask), multi_resolution_stft_loss(x, y2, mask))
+    torch.testing.assert_close(
+        multi_resolution_stft_loss(x, y, mask), multi_resolution_stft_loss(x, y2, mask)
+    )
     multi_resolution_stft_loss(x[..., :50], y[..., :50])  # shorter than every FFT size
     with pytest.raises(ValueError, match="one shape"):
         waveform_l1_loss(x, y[..., :10])

@@ -53,7 +53,9 @@ def test_crops_and_augmentation_are_deterministic_per_epoch_and_index(tmp_path):
     path = tmp_path / "long.wav"
     sf.write(str(path), np.random.default_rng(0).uniform(-0.5, 0.5, 8000).astype(np.float32), 8000)
     src = load_audio_source(path)
-    data = AudioTrainingDataset(src, 8000, crop_seconds=0.1, augment=AugmentConfig(1.0, (0.5, 0.6), 1.0, 0.01), seed=1)
+    data = AudioTrainingDataset(
+        src, 8000, crop_seconds=0.1, augment=AugmentConfig(1.0, (0.5, 0.6), 1.0, 0.01), seed=1
+    )
     a, b, c = data[(0, 0)], data[(0, 0)], data[(1, 0)]
     assert a.shape == (800,) and torch.equal(a, b) and not torch.equal(a, c)
     plain = AudioTrainingDataset(src, 8000, crop_seconds=0.1, augment=None, seed=1)[(0, 0)]

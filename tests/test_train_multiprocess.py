@@ -18,9 +18,26 @@ def test_two_process_cpu_run_keeps_processes_identical(tmp_path):
     out = tmp_path / "run"
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [
-        str(accelerate), "launch", "--config_file", str(recipes_dir() / "accelerate" / "cpu_2proc.yaml"),
-        "--main_process_port", "0", "-m", "jepatok.cli", "train-stage1", "--recipe", "tiny",
-        "--data", str(data), "--output-dir", str(out), "--max-steps", "2", *FAST, "save_every=2", "grad_accum=2",
+        str(accelerate),
+        "launch",
+        "--config_file",
+        str(recipes_dir() / "accelerate" / "cpu_2proc.yaml"),
+        "--main_process_port",
+        "0",
+        "-m",
+        "jepatok.cli",
+        "train-stage1",
+        "--recipe",
+        "tiny",
+        "--data",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "2",
+        *FAST,
+        "save_every=2",
+        "grad_accum=2",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

@@ -54,9 +54,16 @@ def test_few_steps_lower_the_loss_on_a_fixed_batch(tiny_codec_config, make_sine,
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     data = make_audio_folder(tmp_path / "wavs")
     full = Stage1Trainer(_args("max_steps=4", "save_every=2"), str(data), tmp_path / "full").run()
-    assert Stage1Trainer(_args("max_steps=4", "save_every=2", "halt_after_steps=2"), str(data), tmp_path / "cut").run() is None
+    assert (
+        Stage1Trainer(
+            _args("max_steps=4", "save_every=2", "halt_after_steps=2"), str(data), tmp_path / "cut"
+        ).run()
+        is None
+    )
     assert not (tmp_path / "cut" / "final").exists()
-    resumed = Stage1Trainer(_args("max_steps=4", "save_every=2"), str(data), tmp_path / "cut", resume=True).run()
+    resumed = Stage1Trainer(
+        _args("max_steps=4", "save_every=2"), str(data), tmp_path / "cut", resume=True
+    ).run()
     assert_same_weights(load_weights(full / "model.safetensors"), load_weights(resumed / "model.safetensors"))
     # the EMA target and predictor (checkpoint state) match too
     ck_full = load_weights(tmp_path / "full" / "checkpoints" / "step_4" / "model.safetensors")
@@ -103,5 +110,9 @@ def test_recipes_and_overrides(tmp_path):
         assert a.preset == name and a.ema_tau == 0.996 and a.mask_ratio == 0.5
         a.codec_config()
     custom = tmp_path / "mine.yaml"
-    custom.write_text("inherit: " + str(__import__("jepatok").tokenizer.train_common.recipes_dir() / "stage1" / "tiny.yaml") + "\nmax_steps: 7\n")
+    custom.write_text(
+        "inherit: "
+        + str(__import__("jepatok").tokenizer.train_common.recipes_dir() / "stage1" / "tiny.yaml")
+        + "\nmax_steps: 7\n"
+    )
     assert load_args(Stage1Args, str(custom), "stage1").max_steps == 7

@@ -64,10 +64,19 @@ def test_few_steps_lower_the_loss_on_a_fixed_batch(tiny_codec_config, make_sine,
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, stage1_dir):
     data = make_audio_folder(tmp_path / "wavs")
-    full = Stage2Trainer(_args("max_steps=4", "save_every=2"), str(data), tmp_path / "full", str(stage1_dir)).run()
+    full = Stage2Trainer(
+        _args("max_steps=4", "save_every=2"), str(data), tmp_path / "full", str(stage1_dir)
+    ).run()
     cut = tmp_path / "cut"
-    assert Stage2Trainer(_args("max_steps=4", "save_every=2", "halt_after_steps=2"), str(data), cut, str(stage1_dir)).run() is None
-    resumed = Stage2Trainer(_args("max_steps=4", "save_every=2"), str(data), cut, str(stage1_dir), resume=True).run()
+    assert (
+        Stage2Trainer(
+            _args("max_steps=4", "save_every=2", "halt_after_steps=2"), str(data), cut, str(stage1_dir)
+        ).run()
+        is None
+    )
+    resumed = Stage2Trainer(
+        _args("max_steps=4", "save_every=2"), str(data), cut, str(stage1_dir), resume=True
+    ).run()
     a, b = load_weights(full / "model.safetensors"), load_weights(resumed / "model.safetensors")
     assert_same_weights(a, b)
     # discriminators (second prepared model) are part of the state and match as well
@@ -97,7 +106,9 @@ def test_refuses_a_mismatched_stage1_checkpoint(tmp_path, tiny_codec_config):
 
 def test_writes_samples_and_spectrogram(tmp_path, stage1_dir):
     data = make_audio_folder(tmp_path / "wavs")
-    Stage2Trainer(_args("max_steps=2", "sample_every=2", "mel_weight=1.0"), str(data), tmp_path / "run", str(stage1_dir)).run()
+    Stage2Trainer(
+        _args("max_steps=2", "sample_every=2", "mel_weight=1.0"), str(data), tmp_path / "run", str(stage1_dir)
+    ).run()
     out = tmp_path / "run" / "samples" / "step_2"
     assert (out / "0_original.wav").is_file() and (out / "0_reconstruction.wav").is_file()
     assert (out / "spectrograms.png").read_bytes()[:4] == b"\x89PNG"

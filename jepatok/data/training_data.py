@@ -181,7 +181,9 @@ class AudioTrainingDataset(torch.utils.data.Dataset):
 
     def lengths(self) -> list[float]:
         """Expected clip lengths after cropping (s), for bucketing; unknown durations count as full crops."""
-        return [min(d, self.crop_seconds) if d is not None else self.crop_seconds for d in self.source.durations]
+        return [
+            min(d, self.crop_seconds) if d is not None else self.crop_seconds for d in self.source.durations
+        ]
 
     def _read(self, i: int, gen: torch.Generator) -> np.ndarray:
         """Read clip i, cropping before resampling when the file allows seeking."""

@@ -163,7 +163,9 @@ class JepaDiscriminators(nn.Module):
         super().__init__()
         cfg = config.discriminator_config if isinstance(config, JepaCodecConfig) else config
         if not isinstance(cfg, DiscriminatorConfig):
-            raise ValueError(f"expected a JepaCodecConfig or DiscriminatorConfig, got {type(config).__name__}")
+            raise ValueError(
+                f"expected a JepaCodecConfig or DiscriminatorConfig, got {type(config).__name__}"
+            )
         self.mpd = MultiPeriodDiscriminator(cfg.periods, cfg.mpd_channels)
         self.msd = MultiScaleDiscriminator(cfg.msd_scales, cfg.msd_channels)
 
@@ -180,7 +182,9 @@ class JepaDiscriminators(nn.Module):
         return DiscriminatorOutput(logits=a.logits + b.logits, features=a.features + b.features)
 
     @staticmethod
-    def split(output: DiscriminatorOutput, batch_size: int) -> tuple[DiscriminatorOutput, DiscriminatorOutput]:
+    def split(
+        output: DiscriminatorOutput, batch_size: int
+    ) -> tuple[DiscriminatorOutput, DiscriminatorOutput]:
         """Split the output of a call on cat([first, second]) into the outputs for `first` and `second`."""
         first = DiscriminatorOutput(
             logits=[x[:batch_size] for x in output.logits],

@@ -31,7 +31,11 @@ from .predictor import JepaPredictor
 # Anti-collapse term and monitors
 # ----------------------------------------------------------------------------------------------------
 def sigreg(
-    z: torch.Tensor, num_slices: int = 256, num_points: int = 17, t_max: float = 3.0, generator: torch.Generator | None = None
+    z: torch.Tensor,
+    num_slices: int = 256,
+    num_points: int = 17,
+    t_max: float = 3.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """SIGReg: mean over random 1-D projections of the Epps-Pulley statistic against N(0, 1).
 
@@ -126,7 +130,9 @@ class JepaStage1Model(nn.Module):
         super().__init__()
         n_hidden = config.encoder_config.conformer_layers + 1
         if not 1 <= target_layers <= n_hidden:
-            raise ValueError(f"target_layers must be in 1..{n_hidden} (bottleneck + Conformers), got {target_layers}")
+            raise ValueError(
+                f"target_layers must be in 1..{n_hidden} (bottleneck + Conformers), got {target_layers}"
+            )
         if not 0.0 <= sigreg_lambda < 1.0:
             raise ValueError(f"sigreg_lambda must be in [0, 1), got {sigreg_lambda}")
         self.encoder = encoder
@@ -176,7 +182,9 @@ class JepaStage1Model(nn.Module):
         online = self.encoder(input_values, padding_mask)
         z, frame_mask = online.latents, online.frame_mask  # [B, T, D], [B, T]
         if mask.shape != frame_mask.shape:
-            raise ValueError(f"mask {tuple(mask.shape)} must match the encoder frames {tuple(frame_mask.shape)}")
+            raise ValueError(
+                f"mask {tuple(mask.shape)} must match the encoder frames {tuple(frame_mask.shape)}"
+            )
         mask = mask & frame_mask
         target = self.targets(input_values, padding_mask)
         z_masked = torch.where(mask.unsqueeze(-1), self.mask_token.to(z.dtype), z)

@@ -62,10 +62,14 @@ def _flat(audio: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
     if pred.shape != target.shape:
-        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} must have one shape")
+        raise ValueError(
+            f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} must have one shape"
+        )
 
 
-def waveform_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def waveform_l1_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean |x_hat - x| over valid samples.
 
     Args:
@@ -154,7 +158,9 @@ def lsgan_discriminator_loss(
     """sum_k mean((D_k(x) - 1)^2) + mean(D_k(x_hat)^2); pass logits of a detached x_hat."""
     if len(real_logits) != len(fake_logits):
         raise ValueError(f"{len(real_logits)} real vs {len(fake_logits)} fake discriminator outputs")
-    return sum(((r.float() - 1.0) ** 2).mean() + (f.float() ** 2).mean() for r, f in zip(real_logits, fake_logits))
+    return sum(
+        ((r.float() - 1.0) ** 2).mean() + (f.float() ** 2).mean() for r, f in zip(real_logits, fake_logits)
+    )
 
 
 def feature_matching_loss(

@@ -74,7 +74,9 @@ class MaskingConfig:
         return lo, hi
 
 
-def _mask_one(num_frames: int, ratio: float, lo: int, hi: int, exact: bool, gen: torch.Generator) -> torch.Tensor:
+def _mask_one(
+    num_frames: int, ratio: float, lo: int, hi: int, exact: bool, gen: torch.Generator
+) -> torch.Tensor:
     """Mask [num_frames] bool (True = masked) for one sample of `num_frames` valid frames."""
     mask = torch.zeros(num_frames, dtype=torch.bool)
     if num_frames < 2:

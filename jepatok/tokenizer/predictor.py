@@ -33,7 +33,9 @@ class JepaPredictor(nn.Module):
         dims = [enc.latent_dim] + [pc.hidden_dim] * pc.num_layers
         self.in_projs = nn.ModuleList(nn.Linear(dims[i], pc.hidden_dim) for i in range(pc.num_layers))
         self.blocks = nn.ModuleList(
-            ConformerBlock(pc.hidden_dim, pc.heads, enc.conformer_ff_mult, enc.conformer_kernel_size, enc.dropout)
+            ConformerBlock(
+                pc.hidden_dim, pc.heads, enc.conformer_ff_mult, enc.conformer_kernel_size, enc.dropout
+            )
             for _ in range(pc.num_layers)
         )
         self.out_proj = nn.Linear(pc.hidden_dim, enc.latent_dim)

@@ -72,7 +72,9 @@ class TrainArgs:
     noise_std: float = _f(1e-3, "std of the additive noise")
     bucket: bool = _f(True, "length bucketing of batches")
     num_workers: int = _f(0, "DataLoader worker processes")
-    num_threads: int | None = _f(None, "torch CPU threads per process (None = torch default); 1 is often fastest on a busy CPU")
+    num_threads: int | None = _f(
+        None, "torch CPU threads per process (None = torch default); 1 is often fastest on a busy CPU"
+    )
     # optimisation
     seed: int = _f(0, "seed of initialisation, data order, masks and augmentation")
     max_steps: int = _f(24000, "optimizer steps (sets the cosine schedule length)")
@@ -102,9 +104,13 @@ class TrainArgs:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1 (or null for the torch default), got {self.num_threads}")
+            raise ValueError(
+                f"num_threads must be >= 1 (or null for the torch default), got {self.num_threads}"
+            )
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {self.warmup_steps}, {self.min_lr_ratio}")
+            raise ValueError(
+                f"need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {self.warmup_steps}, {self.min_lr_ratio}"
+            )
 
     def codec_config(self) -> JepaCodecConfig:
         return JepaCodecConfig.from_preset(self.preset, **self.codec)
@@ -159,7 +165,9 @@ def resolve_recipe(name_or_path: str, stage: str) -> Path:
     candidate = recipes_dir() / stage / f"{name_or_path}.yaml"
     if not candidate.is_file():
         known = sorted(q.stem for q in (recipes_dir() / stage).glob("*.yaml") if q.stem != "base")
-        raise ValueError(f"unknown {stage} recipe {name_or_path!r}; choose one of {known} or pass a YAML path")
+        raise ValueError(
+            f"unknown {stage} recipe {name_or_path!r}; choose one of {known} or pass a YAML path"
+        )
     return candidate
 
 
@@ -207,7 +215,9 @@ def build_args(cls: type[TrainArgs], values: dict) -> TrainArgs:
     return cls(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
 
 
-def load_args(cls: type[TrainArgs], recipe: str, stage: str, overrides: list[str] | None = None, **cli) -> TrainArgs:
+def load_args(
+    cls: type[TrainArgs], recipe: str, stage: str, overrides: list[str] | None = None, **cli
+) -> TrainArgs:
     """Recipe YAML -> merged with `key=value` overrides and explicit CLI values (not None) -> `cls`."""
     values = read_recipe(resolve_recipe(recipe, stage))
     values = _deep_merge(values, parse_overrides(overrides or []))
@@ -313,7 +323,9 @@ class CodecTrainer:
     # -- helpers for subclasses -------------------------------------------------------------------------
     def make_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         a = self.args
-        return torch.optim.AdamW(params, lr=lr, betas=(a.adam_beta1, a.adam_beta2), weight_decay=a.weight_decay)
+        return torch.optim.AdamW(
+            params, lr=lr, betas=(a.adam_beta1, a.adam_beta2), weight_decay=a.weight_decay
+        )
 
     def make_scheduler(self, optimizer, total: int | None = None, warmup: int | None = None):
         """Warmup + cosine LambdaLR over `total` steps (default max_steps); registered for checkpointing."""
@@ -321,7 +333,9 @@ class CodecTrainer:
         total = a.max_steps if total is None else total
         warmup = a.warmup_steps if warmup is None else warmup
         opt = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside AcceleratedOptimizer
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, total, a.min_lr_ratio))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, warmup, total, a.min_lr_ratio)
+        )
         self.accelerator.register_for_checkpointing(sched)
         return sched
 
@@ -345,7 +359,9 @@ class CodecTrainer:
         a = self.args
         if a.mixed_precision == "fp16" and not torch.cuda.is_available():
             raise ValueError("mixed_precision=fp16 needs a CUDA device; use bf16 or no on CPU")
-        project = ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs"))
+        project = ProjectConfiguration(
+            project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
+        )
         return Accelerator(
             cpu=not torch.cuda.is_available(),  # selects gloo DDP when launched with several CPU processes
             mixed_precision=a.mixed_precision,
@@ -395,7 +411,9 @@ class CodecTrainer:
             state = json.loads(state_file.read_text())
             self.accelerator.load_state(str(path))
         except Exception as err:  # re-raised: a damaged checkpoint must stop the run, never restart it
-            raise ValueError(f"checkpoint {str(path)!r} is corrupt or does not match this run: {err}") from err
+            raise ValueError(
+                f"checkpoint {str(path)!r} is corrupt or does not match this run: {err}"
+            ) from err
         self.state = TrainerState(**state)
 
     def check_processes_agree(self) -> list[str]:
@@ -411,7 +429,9 @@ class CodecTrainer:
         for model in self.fingerprint_modules():
             for key, tensor in sorted(_unwrap_mod(model).state_dict().items()):
                 digest.update(key.encode())
-                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+                digest.update(
+                    tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+                )
         prints = gather_object([digest.hexdigest()])
         if self.accelerator.is_main_process:
             write_json_atomic(self.output_dir / "process_fingerprints.json", {"fingerprints": prints})
@@ -445,13 +465,21 @@ class CodecTrainer:
             self.load_checkpoint(resume_from)
             acc.print(f"resumed from {resume_from} at step {self.state.step}")
         if acc.is_main_process:
-            write_yaml_atomic(self.output_dir / RUN_CONFIG_FILE, {"stage": self.stage, "data": str(self.data), **a.to_dict()})
+            write_yaml_atomic(
+                self.output_dir / RUN_CONFIG_FILE,
+                {"stage": self.stage, "data": str(self.data), **a.to_dict()},
+            )
             write_json_atomic(self.output_dir / "codec_config.json", self.config.to_dict())
         if a.tracker != "none":
-            flat = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v)) for k, v in a.to_dict().items()}
+            flat = {
+                k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v))
+                for k, v in a.to_dict().items()
+            }
             acc.init_trackers(self.stage, config=flat)
         stream = iterate_batches(dataset, sampler, collator, self.state.micro_batches, a.num_workers)
-        bar = tqdm(total=a.max_steps, initial=self.state.step, disable=not acc.is_local_main_process, desc=self.stage)
+        bar = tqdm(
+            total=a.max_steps, initial=self.state.step, disable=not acc.is_local_main_process, desc=self.stage
+        )
         metrics_path = self.output_dir / "metrics.jsonl"
         t0, cpu0 = time.perf_counter(), time.process_time()
         seconds0, step0 = self.state.audio_seconds, self.state.step
@@ -461,17 +489,23 @@ class CodecTrainer:
             local_seconds = sum(b.num_samples for b in batches) / self.sampling_rate
             self.state.step += 1
             self.state.micro_batches += a.grad_accum
-            self.state.audio_seconds += local_seconds * acc.num_processes
+            if acc.num_processes > 1:  # clip lengths differ between processes: sum them
+                local_seconds = float(acc.reduce(torch.tensor([local_seconds], device=acc.device), "sum")[0])
+            self.state.audio_seconds += local_seconds
             self.on_step_end()
             bar.update(1)
             if self.state.step % a.log_every == 0 or self.state.step == a.max_steps:
                 elapsed = time.perf_counter() - t0
                 metrics = {**metrics, **self.extra_logs()}
-                metrics["audio_seconds_per_second"] = (self.state.audio_seconds - seconds0) / max(elapsed, 1e-9)
+                metrics["audio_seconds_per_second"] = (self.state.audio_seconds - seconds0) / max(
+                    elapsed, 1e-9
+                )
                 metrics["steps_per_second"] = (self.state.step - step0) / max(elapsed, 1e-9)
                 # CPU time of this process (all its threads): throughput per busy core, robust to a shared machine
                 cpu = time.process_time() - cpu0
-                metrics["audio_seconds_per_cpu_second"] = (self.state.audio_seconds - seconds0) / acc.num_processes / max(cpu, 1e-9)
+                metrics["audio_seconds_per_cpu_second"] = (
+                    (self.state.audio_seconds - seconds0) / acc.num_processes / max(cpu, 1e-9)
+                )
                 acc.log(metrics, step=self.state.step)
                 if acc.is_main_process:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k.endswith("loss")})

@@ -42,7 +42,9 @@ class Stage1Args(TrainArgs):
     mask_exact_ratio: bool = _f(False, "count newly masked frames (paper counts overlapping spans twice)")
     mask_curriculum_steps: int = _f(0, "steps to grow spans from random single frames to full size (0 = off)")
     target_layers: int = _f(1, "target = average of the last k encoder hidden states (1 = output)")
-    sigreg_lambda: float = _f(0.0, "SIGReg weight lambda: loss = (1 - lambda) * mse + lambda * sigreg (0 = off)")
+    sigreg_lambda: float = _f(
+        0.0, "SIGReg weight lambda: loss = (1 - lambda) * mse + lambda * sigreg (0 = off)"
+    )
     sigreg_slices: int = _f(256, "SIGReg random projection directions")
     collapse_std_threshold: float = _f(0.01, "warn when the mean per-dim std of predictions falls below this")
 
@@ -77,7 +79,9 @@ class Stage1Trainer(CodecTrainer):
         self.masking = a.masking()
         self.codec = JepaCodecModel(self.config)
         self.codec.decoder.requires_grad_(False)  # untouched in stage 1
-        model = JepaStage1Model(self.codec.encoder, self.config, a.target_layers, a.sigreg_lambda, a.sigreg_slices)
+        model = JepaStage1Model(
+            self.codec.encoder, self.config, a.target_layers, a.sigreg_lambda, a.sigreg_slices
+        )
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = self.make_optimizer(params, a.lr)
         self.model, self.optimizer = acc.prepare(model, optimizer)
@@ -149,11 +153,15 @@ class Stage1Trainer(CodecTrainer):
 # ----------------------------------------------------------------------------------------------------
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, help="recipe name (tiny, small, paper) or a YAML file")
-    parser.add_argument("--data", required=True, help="audio folder, saved dataset directory or HF dataset name")
+    parser.add_argument(
+        "--data", required=True, help="audio folder, saved dataset directory or HF dataset name"
+    )
     parser.add_argument("--output-dir", required=True, help="run directory (checkpoints/, final/, logs)")
     parser.add_argument("--max-steps", type=int, default=None, help="override max_steps of the recipe")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="run-config overrides (YAML values)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="run-config overrides (YAML values)"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

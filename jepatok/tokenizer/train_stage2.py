@@ -48,7 +48,9 @@ class Stage2Args(TrainArgs):
     gan_weight: float = _f(0.1, "weight of (LSGAN + fm_weight * feature matching)")
     fm_weight: float = _f(2.0, "feature-matching weight inside the GAN term")
     mel_weight: float = _f(0.0, "weight of the optional log-mel L1 (0 = off, as in the paper)")
-    gan_before_disc: bool = _f(False, "add adversarial + FM terms before the discriminators train (authors' quirk)")
+    gan_before_disc: bool = _f(
+        False, "add adversarial + FM terms before the discriminators train (authors' quirk)"
+    )
     sample_every: int = _f(500, "write audio samples + spectrogram PNG every N steps (0 = never)")
     num_samples: int = _f(2, "clips written per sample dump")
 
@@ -137,10 +139,14 @@ class Stage2Trainer(CodecTrainer):
             groups.append({"params": list(self.codec.encoder.parameters()), "lr": a.encoder_lr or a.lr})
         g_opt = self.make_optimizer(groups, a.lr)
         disc = JepaDiscriminators(self.config)
-        d_opt = torch.optim.AdamW(disc.parameters(), lr=a.disc_lr, betas=(a.adam_beta1, a.adam_beta2), weight_decay=a.weight_decay)
+        d_opt = torch.optim.AdamW(
+            disc.parameters(), lr=a.disc_lr, betas=(a.adam_beta1, a.adam_beta2), weight_decay=a.weight_decay
+        )
         self.gen, self.g_opt, self.disc, self.d_opt = acc.prepare(generator, g_opt, disc, d_opt)
         self.g_sched = self.make_scheduler(self.g_opt)
-        self.d_sched = self.make_scheduler(self.d_opt, max(1, a.max_steps - a.disc_start_step), a.disc_warmup_steps)
+        self.d_sched = self.make_scheduler(
+            self.d_opt, max(1, a.max_steps - a.disc_start_step), a.disc_warmup_steps
+        )
         self.gen.train()
         self.disc.train()
 
@@ -173,16 +179,27 @@ class Stage2Trainer(CodecTrainer):
             metrics["disc_lr"] = self.d_sched.get_last_lr()[0]
         # 2) generator step
         sums: dict[str, float] = {}
-        for i, (b, fake) in enumerate(zip(batches, fakes)):
+        for b, fake in zip(batches, fakes):
             with acc.autocast():
                 kwargs = {}
                 if use_gan:
                     real, gen_out = self.disc_for_generator(b.input_values, fake)
-                    kwargs = dict(fake_logits=gen_out.logits, real_features=real.features, fake_features=gen_out.features)
+                    kwargs = dict(
+                        fake_logits=gen_out.logits,
+                        real_features=real.features,
+                        fake_features=gen_out.features,
+                    )
                 losses = generator_loss(
-                    fake, b.input_values, mask=b.padding_mask, l1_weight=a.l1_weight, stft_weight=a.stft_weight,
-                    gan_weight=a.gan_weight, fm_weight=a.fm_weight, mel_weight=a.mel_weight,
-                    sampling_rate=self.config.sampling_rate, **kwargs,
+                    fake,
+                    b.input_values,
+                    mask=b.padding_mask,
+                    l1_weight=a.l1_weight,
+                    stft_weight=a.stft_weight,
+                    gan_weight=a.gan_weight,
+                    fm_weight=a.fm_weight,
+                    mel_weight=a.mel_weight,
+                    sampling_rate=self.config.sampling_rate,
+                    **kwargs,
                 )
             acc.backward(losses.total / n)
             for k, v in losses.as_dict("gen_").items():
@@ -235,8 +252,12 @@ class Stage2Trainer(CodecTrainer):
             write_wav(out_dir / f"{i}_reconstruction.wav", rec, sr)
             n_fft = min(512, max(16, 1 << (max(n, 2) - 1).bit_length() - 1))
             for j, (name, wav) in enumerate((("original", ref), ("reconstruction", rec))):
-                spec = torch.stft(wav, n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs()
-                axes[i][j].imshow(torch.log10(spec + 1e-5).numpy(), origin="lower", aspect="auto", cmap="magma")
+                spec = torch.stft(
+                    wav, n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True
+                ).abs()
+                axes[i][j].imshow(
+                    torch.log10(spec + 1e-5).numpy(), origin="lower", aspect="auto", cmap="magma"
+                )
                 axes[i][j].set_title(f"clip {i} {name}")
         fig.suptitle(f"stage 2, step {step}")
         fig.tight_layout()
@@ -257,12 +278,18 @@ class Stage2Trainer(CodecTrainer):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument("--stage1", required=True, help="stage-1 final model directory (DIR/final)")
-    parser.add_argument("--finetune-encoder", action="store_true", help="train the encoder too (default: frozen)")
+    parser.add_argument(
+        "--finetune-encoder", action="store_true", help="train the encoder too (default: frozen)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     train_args = load_args(
-        Stage2Args, args.recipe, "stage2", args.overrides, max_steps=args.max_steps,
+        Stage2Args,
+        args.recipe,
+        "stage2",
+        args.overrides,
+        max_steps=args.max_steps,
         finetune_encoder=True if args.finetune_encoder else None,
     )
     Stage2Trainer(train_args, args.data, args.output_dir, args.stage1, resume=args.resume).run()
