@@ -155,3 +155,26 @@ def test_evaluate_modules_load_offline(speech, noisy, monkeypatch):
     assert wer["wer"] == 0.0
     with pytest.raises(ValueError, match="unknown jepatok evaluate module"):
         module_path("bleu")
+
+
+def test_missing_packages_are_skipped_with_a_reason(speech, noisy, monkeypatch):
+    import sys
+
+    from jepatok.eval.scoring import Scorers
+
+    monkeypatch.setitem(sys.modules, "pesq", None)  # import pesq -> ImportError
+    monkeypatch.setitem(sys.modules, "faster_whisper", None)
+    monkeypatch.setitem(sys.modules, "resemblyzer", None)
+    scorers = Scorers(skip=["visqol", "distillmos", "dnsmos", "mcd"])
+    assert (
+        "faster-whisper" in scorers.unavailable["wer"]
+        and scorers.unavailable["cer"] == scorers.unavailable["wer"]
+    )
+    assert "resemblyzer" in scorers.unavailable["speaker_sim"]
+    assert scorers.unavailable["mcd"] == "disabled on the command line"
+    scores = scorers.score_pair(speech, noisy)
+    assert "pesq" in scores.skipped["pesq_wb"] and "pesq_wb" not in scores.values
+    assert {"stoi", "si_sdr", "mel_distance"} <= set(scores.values) and "mcd" not in scores.values
+    assert scores.transcript is None
+    with pytest.raises(ValueError, match="unknown metric"):
+        Scorers(skip=["bleu"])
