@@ -280,6 +280,21 @@ class TrainerState:
     extra: dict = field(default_factory=dict)
 
 
+def average_gradients(params: list, world_size: int) -> None:
+    """All-reduce (mean) the gradients of `params` across processes in one coalesced buffer (DDP-style)."""
+    import torch.distributed as dist
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads or world_size <= 1:
+        return
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat.div_(world_size)
+    for g, reduced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+        g.copy_(reduced)
+
+
 def _unwrap_mod(module):
     return getattr(module, "module", module)
 

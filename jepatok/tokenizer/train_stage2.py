@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from ..data.training_data import AudioBatch
 from .configuration import JepaCodecConfig
 from .discriminators import JepaDiscriminators
 from .losses import generator_loss, lsgan_discriminator_loss
-from .train_common import CodecTrainer, TrainArgs, _f, _unwrap_mod, load_args
+from .train_common import CodecTrainer, TrainArgs, _f, _unwrap_mod, average_gradients, load_args
 from .train_stage1 import add_common_arguments
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,15 @@ class Stage2Trainer(CodecTrainer):
 
     def build(self) -> None:
         a, acc = self.args, self.accelerator
+        if (
+            a.grad_accum > 1
+            and acc.num_processes > 1
+            and acc.distributed_type.value not in ("MULTI_GPU", "MULTI_CPU")
+        ):
+            raise ValueError(
+                f"stage 2 with grad_accum > 1 on several processes needs DDP (got {acc.distributed_type.value}); "
+                "use grad_accum=1 and a larger batch_size"
+            )
         generator = Stage2Generator(self.codec, a.finetune_encoder)
         groups = [{"params": [p for p in self.codec.decoder.parameters()], "lr": a.lr}]
         if a.finetune_encoder:
@@ -155,9 +165,14 @@ class Stage2Trainer(CodecTrainer):
         n, step = len(batches), self.state.step
         disc_on = step >= a.disc_start_step
         use_gan = disc_on or a.gan_before_disc
+        # All generator forwards run before any generator backward (the D step sits in between). DDP
+        # decides at forward time whether a backward all-reduces, and a pending synced graph would be
+        # reduced by the first backward that reaches it; so with several micro-batches every forward runs
+        # in no_sync and the gradients are all-reduced once, explicitly, after the last backward.
+        manual_reduce = n > 1 and acc.num_processes > 1
         fakes = []
-        for i, b in enumerate(batches):  # generator forward (DDP sync decided here, at forward time)
-            with self.sync_context(self.gen, i, n), acc.autocast():
+        for b in batches:
+            with acc.no_sync(self.gen) if manual_reduce else nullcontext(), acc.autocast():
                 fakes.append(self.gen(b.input_values, b.padding_mask))
         metrics: dict[str, float] = {}
         if disc_on:  # 1) discriminator step on detached reconstructions
@@ -207,6 +222,8 @@ class Stage2Trainer(CodecTrainer):
         metrics.update(sums)
         metrics["loss"] = metrics.pop("gen_loss")
         params = [p for p in _unwrap_mod(self.gen).parameters() if p.requires_grad]
+        if manual_reduce:
+            average_gradients(params, acc.num_processes)
         metrics["grad_norm"] = self.clip(params)
         self.g_opt.step()
         self.g_sched.step()
