@@ -69,7 +69,7 @@ VOICES: dict[str, Voice] = {
         Voice("flite-awb", "flite", "awb", 1.5, "male", "Scottish", native_pitch=False, package="apt: flite"),
         Voice("flite-kal16", "flite", "kal16", 1.0, "male", "US", base_f0=105.0, package="apt: flite"),
         Voice("festival-slt-hts", "festival", "voice_cmu_us_slt_arctic_hts", 2.5, "female", "US",
-              native_tempo=False, native_pitch=False, package="apt: festival festvox-us-slt-hts"),
+              native_pitch=False, package="apt: festival festvox-us-slt-hts"),
         Voice("festival-kal", "festival", "voice_kal_diphone", 0.8, "male", "US", base_f0=105.0,
               package="apt: festival festvox-kallpc16k"),
         Voice("festival-ked", "festival", "voice_ked_diphone", 0.8, "male", "US", base_f0=105.0,
@@ -168,7 +168,10 @@ def _flite(voice: Voice, text: str, tempo: float, pitch: float, tmp: Path) -> tu
 def _festival(voice: Voice, text: str, tempo: float, pitch: float, tmp: Path) -> tuple[np.ndarray, int]:
     out = tmp / "festival.wav"
     setup = [f"({voice.voice_id})"]
-    if voice.native_tempo:
+    if voice.native_tempo and voice.voice_id.endswith("_hts"):
+        # HTS voices ignore Duration_Stretch; hts_engine's own speed option (-r) works.
+        setup.append(f'(set! hts_engine_params (append hts_engine_params (list \'("-r" {tempo:.4f}))))')
+    elif voice.native_tempo:
         setup.append(f"(Parameter.set 'Duration_Stretch {1.1 / tempo:.4f})")
     if voice.native_pitch:
         setup.append(
