@@ -70,10 +70,14 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     ck_cut = load_weights(tmp_path / "cut" / "checkpoints" / "step_4" / "model.safetensors")
     assert any(k.startswith("target_encoder.") for k in ck_full)
     assert_same_weights(ck_full, ck_cut)
-    # training moved the encoder away from its initialisation
-    init = Stage1Trainer(_args("max_steps=4"), str(data), tmp_path / "unused")
+    # final/ is a plain HF checkpoint of the codec with the trained online encoder
+    from transformers import AutoModel
+
+    codec = AutoModel.from_pretrained(str(full))
+    assert type(codec).__name__ == "JepaCodecModel" and codec.config.sampling_rate == 8000
+    enc_key = next(k for k in ck_full if k.startswith("encoder."))
+    assert torch.equal(codec.state_dict()[enc_key], ck_full[enc_key])
     assert (tmp_path / "full" / "run_config.yaml").is_file()
-    assert init.config.to_dict()["sampling_rate"] == 8000
 
 
 def test_missing_and_corrupt_checkpoints_fail_loudly(tmp_path):
