@@ -47,11 +47,23 @@ def _pair(reference, estimate) -> tuple[np.ndarray, np.ndarray]:
     return ref[:n], est[:n]
 
 
-def align(
-    reference, estimate, sampling_rate: int, max_shift_s: float = 0.05
-) -> tuple[np.ndarray, np.ndarray]:
-    """Compensate a constant codec delay: shift `estimate` by the lag (|lag| <= max_shift_s) that maximises
-    the cross-correlation with `reference`, then cut both to the overlapping part.
+def _xcorr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Circular cross-correlation c[k] = sum_t b[t + k] a[t] (zero-padded, so negative k sit at the end)."""
+    n_fft = 1 << int(math.ceil(math.log2(2 * max(a.size, b.size))))
+    return np.fft.irfft(np.fft.rfft(b, n_fft) * np.conj(np.fft.rfft(a, n_fft)), n_fft)
+
+
+def _best_lag(xcorr: np.ndarray, low: int, high: int) -> int:
+    lags = np.arange(low, high + 1)
+    return int(lags[int(np.argmax(xcorr[lags % xcorr.size]))])
+
+
+def align(reference, estimate, sampling_rate: int, max_shift_s: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Compensate a constant codec delay, then cut both signals to the overlapping part.
+
+    The lag (|lag| <= max_shift_s) is found on amplitude envelopes (5 ms moving RMS), which is robust
+    for vocoders that do not keep the waveform's phase (Codec2), then refined to the sample within
+    +-2 ms on the waveforms themselves (what SI-SDR needs for waveform codecs).
 
     Args:
         reference: [L] clean signal.
@@ -66,12 +78,14 @@ def align(
     max_shift = int(round(max_shift_s * sampling_rate))
     if max_shift <= 0 or ref.size <= 2 * max_shift:
         return ref, est
-    n_fft = 1 << int(math.ceil(math.log2(2 * ref.size)))
-    xcorr = np.fft.irfft(np.fft.rfft(est, n_fft) * np.conj(np.fft.rfft(ref, n_fft)), n_fft)
-    # lag > 0: the estimate is late by `lag` samples.
-    lags = np.concatenate([np.arange(0, max_shift + 1), np.arange(-max_shift, 0)])
-    values = np.concatenate([xcorr[: max_shift + 1], xcorr[-max_shift:]])
-    lag = int(lags[int(np.argmax(values))])
+    width = max(1, int(0.005 * sampling_rate))
+    kernel = np.ones(width) / width
+    env_ref = np.sqrt(np.convolve(ref**2, kernel, mode="same"))
+    env_est = np.sqrt(np.convolve(est**2, kernel, mode="same"))
+    coarse = _best_lag(_xcorr(env_ref - env_ref.mean(), env_est - env_est.mean()), -max_shift, max_shift)
+    fine = max(1, int(0.002 * sampling_rate))
+    lo, hi = max(-max_shift, coarse - fine), min(max_shift, coarse + fine)
+    lag = _best_lag(_xcorr(ref, est), lo, hi)  # lag > 0: the estimate is late by `lag` samples
     if lag > 0:
         est, ref = est[lag:], ref[: ref.size - lag]
     elif lag < 0:
