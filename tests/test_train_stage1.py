@@ -99,9 +99,9 @@ def test_missing_and_corrupt_checkpoints_fail_loudly(tmp_path):
 
 
 def test_recipes_and_overrides(tmp_path):
-    args = _args("codec.daam_config.enabled=false", "mask_max_span_ms=1200", "lr=1")
+    args = _args("codec.daam_config.enabled=false", "mask_max_span_ms=1200", "lr=1e-3")
     assert args.codec == {"daam_config": {"enabled": False}} and args.mask_max_span_ms == 1200.0
-    assert isinstance(args.lr, float) and args.codec_config().daam_config.enabled is False
+    assert args.lr == 1e-3 and args.codec_config().daam_config.enabled is False
     assert parse_overrides(["a.b=[1, 2]", "c=x"]) == {"a": {"b": [1, 2]}, "c": "x"}
     with pytest.raises(ValueError, match="unknown run-config keys"):
         _args("not_a_key=1")
@@ -120,3 +120,13 @@ def test_recipes_and_overrides(tmp_path):
         + "\nmax_steps: 7\n"
     )
     assert load_args(Stage1Args, str(custom), "stage1").max_steps == 7
+
+
+def test_collapse_monitor_warns_loudly(tmp_path, caplog):
+    data = make_audio_folder(tmp_path / "wavs")
+    with caplog.at_level("WARNING", logger="jepatok.tokenizer.train_stage1"):
+        Stage1Trainer(_args("max_steps=1", "collapse_std_threshold=1e9"), str(data), tmp_path / "run").run()
+    assert "REPRESENTATION COLLAPSE" in caplog.text
+    logged = (tmp_path / "run" / "metrics.jsonl").read_text()
+    for key in ("pred_std", "target_std", "z_effective_rank", "daam_alpha_0", "lr"):
+        assert f'"{key}"' in logged

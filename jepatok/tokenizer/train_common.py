@@ -194,6 +194,11 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     if value is None:
         return None
     if hint is float or text in ("float", "float | None"):
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{name} must be a number, got {value!r}")
         return float(value)
