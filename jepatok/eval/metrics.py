@@ -222,6 +222,8 @@ def mel_cepstral_distortion(
     Mel cepstra are the cosine transform of the log mel amplitude spectrum, scaled as a real cepstrum
     (c_d = 1/M sum_m ln|X_m| cos(pi d (m + 1/2) / M)); c0 (energy) is excluded. This is an MFCC-style
     approximation of SPTK's all-pass mel-cepstrum, so compare values within this suite, not with papers.
+    Without c0 it ignores level: a near-silent output (flat log spectrum at the floor) is not penalised
+    more than a wrongly shaped one, so read it next to mel_distance.
     Frames are compared one to one (the signals are time-aligned, so no DTW) and frames more than
     `silence_db` below the reference's loudest frame are left out.
     MCD = mean_t (10 / ln 10) * sqrt(2 * sum_{d>=1} (c_d - c'_d)^2).

@@ -74,6 +74,20 @@ def _systems(metrics: dict) -> dict[str, dict]:
     return {OURS: metrics["codec"], **metrics["baselines"]}
 
 
+def _bitrate_ticks(ax, bitrates: list[float]) -> None:
+    """Readable log-axis ticks (250, 500, 1k, 2k, ...) instead of overlapping minor labels."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    if not bitrates:
+        return
+    lo, hi = min(bitrates) / 1.5, max(bitrates) * 1.5
+    ticks = [t for t in (125 * 2.0**k for k in range(16)) if lo <= t <= hi] or [min(bitrates)]
+    ax.set_xlim(lo, hi)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v >= 1000 else f"{v:g}"))
+
+
 def plot_bitrate_quality(metrics: dict, path: Path) -> bool:
     """Scatter of each quality metric against bitrate (log axis), ours highlighted. False if nothing to plot."""
     systems = _systems(metrics)
@@ -104,6 +118,7 @@ def plot_bitrate_quality(metrics: dict, path: Path) -> bool:
             ax.axhline(metrics["reference"][key], color="gray", ls="--", lw=1, label="original audio")
             ax.legend(fontsize=7, loc="best")
         ax.set_xscale("log")
+        _bitrate_ticks(ax, [m["bitrate"] for m in systems.values() if "bitrate" in m])
         ax.set_xlabel("bitrate (bit/s)")
         ax.set_ylabel(title + (" (higher better)" if higher else " (lower better)"))
         ax.grid(alpha=0.3)
