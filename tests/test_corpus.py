@@ -18,6 +18,7 @@ from jepatok.data.text_pool import (
     gcide_quotations,
     is_speakable,
     split_sentences,
+    truecase_verse,
 )
 from jepatok.data.voices import VOICES, available_voices, synthesize, voice_available
 
@@ -113,6 +114,19 @@ def test_gcide_parser_keeps_attributed_quotations_only(tmp_path):
     ]
     with pytest.raises(FileNotFoundError, match="dict-gcide"):
         gcide_quotations(tmp_path / "missing.dict.dz")
+
+
+def test_truecase_verse_lowers_line_capitals_but_keeps_names():
+    text = [
+        "The dog ran home.",
+        "We saw Jerusalem when the Dog ran, and I slept.",
+        "Jerusalem was far.",
+        "A dog.",
+    ]
+    out = truecase_verse(text)
+    assert out[1] == "We saw Jerusalem when the dog ran, and I slept."  # "dog" is mostly lower case
+    assert out[0] == text[0] and out[2] == text[2]
+    assert truecase_verse(text[:3])[1] == text[1]  # a tie keeps the capital
 
 
 def test_text_pool_from_file_and_fingerprint(tmp_path):

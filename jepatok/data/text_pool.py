@@ -19,6 +19,7 @@ import hashlib
 import os
 import random
 import re
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,10 +115,40 @@ def gcide_quotations(path: str | os.PathLike = GCIDE_PATH) -> list[str]:
     return quotes
 
 
+def truecase_verse(sentences: Sequence[str]) -> list[str]:
+    """Lower-case verse-line capitals ("...with an hour's heat Dissolves to water"): a capitalised word
+    inside a sentence becomes lower case when the sentences use it in lower case more often than
+    capitalised at such positions. Proper names (always capitalised) and "I" are kept."""
+    lower: dict[str, int] = defaultdict(int)
+    upper: dict[str, int] = defaultdict(int)
+    split = [s.split(" ") for s in sentences]
+    for words in split:
+        for w in words[1:]:
+            core = w.strip(",;:.!?'\"-")
+            if core.islower():
+                lower[core] += 1
+            elif core[:1].isupper() and core[1:].islower():
+                upper[core.lower()] += 1
+    out = []
+    for words in split:
+        fixed = [words[0]]
+        for w in words[1:]:
+            core = w.strip(",;:.!?'\"-")
+            key = core.lower()
+            if core[:1].isupper() and core[1:].islower() and core != "I" and lower[key] > upper[key]:
+                w = w.replace(core, key, 1)
+            fixed.append(w)
+        out.append(" ".join(fixed))
+    return out
+
+
 def gcide_candidates(path: str | os.PathLike = GCIDE_PATH) -> list[str]:
-    """Sentences cut from the gcide quotations, before the speakable filter. Questions are dropped: the
-    dictionary writes characters it cannot encode as "?", so "fol?" may be a truncated word."""
-    return [s for q in gcide_quotations(path) for s in split_into_sentences(q) if "?" not in s]
+    """Sentences cut from the gcide quotations, before the speakable filter, verse capitals lowered.
+    Questions are dropped: the dictionary writes characters it cannot encode as "?", so "fol?" may be a
+    truncated word."""
+    return truecase_verse(
+        [s for q in gcide_quotations(path) for s in split_into_sentences(q) if "?" not in s]
+    )
 
 
 def gcide_sentences(path: str | os.PathLike = GCIDE_PATH) -> list[str]:
