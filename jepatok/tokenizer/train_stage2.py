@@ -15,7 +15,6 @@ writes original/reconstructed WAVs, a spectrogram comparison PNG and the losses 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -29,7 +28,15 @@ from ..data.training_data import AudioBatch
 from .configuration import JepaCodecConfig
 from .discriminators import JepaDiscriminators
 from .losses import generator_loss, lsgan_discriminator_loss
-from .train_common import CodecTrainer, TrainArgs, _f, _unwrap_mod, average_gradients, load_args
+from .train_common import (
+    CodecTrainer,
+    TrainArgs,
+    _f,
+    _unwrap_mod,
+    average_gradients,
+    load_args,
+    write_json_atomic,
+)
 from .train_stage1 import add_common_arguments
 
 logger = logging.getLogger(__name__)
@@ -282,7 +289,7 @@ class Stage2Trainer(CodecTrainer):
         fig.savefig(tmp)
         plt.close(fig)
         tmp.replace(out_dir / "spectrograms.png")
-        (out_dir / "losses.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
+        write_json_atomic(out_dir / "losses.json", {"step": step, **metrics})
         return out_dir
 
     def final_model(self):
