@@ -16,8 +16,8 @@ from .tokenizer.tokenization import JepaSpeechTokenizer
 _tokenizer_all: list[str] = ["JepaSpeechTokenizer", "JepaSpeechProcessor"]
 
 # [lm] public exports (speech LM builders, SpeechGenerationPipeline, ...)
-from .lm import *  # noqa: F401,F403
-from .lm import __all__ as _lm_exports
+from .lm import *  # noqa: E402,F401,F403
+from .lm import __all__ as _lm_exports  # noqa: E402
 
 _lm_all: list[str] = list(_lm_exports)
 

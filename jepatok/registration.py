@@ -38,9 +38,14 @@ def _register_lm() -> None:
     # [lm] pipeline task registrations go here.
     # `speech-continuation`, and `text-to-speech`/`text-to-audio` routed to SpeechGenerationPipeline for jepatok
     # LMs (the stock TextToAudioPipeline for everything else); see jepatok/lm/generation.py.
+    from transformers import AutoConfig, AutoModel
+
+    from .lm.frame_model import FrameLevelSpeechLM, FrameLMConfig
     from .lm.generation import register_pipelines
 
     register_pipelines()
+    AutoConfig.register(FrameLMConfig.model_type, FrameLMConfig, exist_ok=True)
+    AutoModel.register(FrameLMConfig, FrameLevelSpeechLM, exist_ok=True)
 
 
 def register_auto_classes() -> None:

@@ -3,6 +3,7 @@
 Training lives in `jepatok.lm.train` (the `jepatok train-lm` command) and is not imported here.
 """
 
+from .frame_model import FrameLevelSpeechLM, FrameLMConfig, build_frame_lm_config
 from .generation import SpeechGenerationPipeline, register_pipelines
 from .logits import FrameGrammar, FrameGrammarLogitsProcessor, check_frame_grammar
 from .lora import apply_lora, merge_lora, parse_lora_spec
@@ -12,9 +13,12 @@ __all__ = [
     "LM_PRESETS",
     "FrameGrammar",
     "FrameGrammarLogitsProcessor",
+    "FrameLMConfig",
+    "FrameLevelSpeechLM",
     "SpeechGenerationPipeline",
     "apply_lora",
     "build_lm",
+    "build_frame_lm_config",
     "build_lm_config",
     "check_frame_grammar",
     "check_lm_tokenizer",

@@ -1,0 +1,281 @@
+"""Frame-level speech LM: one backbone step per codec frame plus a small depth transformer for its 19 tokens.
+
+The flat LM (jepatok.lm.modeling) runs one forward pass per token: 47.5 per second of audio at 2.5 frames/s
+x 19 tokens (arXiv 2512.07168 tokens). Here, as CSM/Moshi do for codebooks, a Llama backbone steps once per
+*frame* (2.5 per audio second; text prompt tokens stay one step each) and a depth transformer, conditioned on
+the backbone state, predicts the next frame's 19 slot values left to right, each over its own legal range (the
+frame grammar holds by construction). A 2-way head on the backbone state predicts "another frame" vs "stop"
+(the flat model's `<eos>`). The loss is the NLL of the frames plus the stop decisions, so nats per audio second
+compare directly with the flat model's (audio tokens + `<eos>`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import LlamaConfig, LlamaModel, PretrainedConfig, PreTrainedModel
+
+from .modeling import LM_PRESETS, lm_metadata
+
+DEPTH_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4),
+    "small": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4),
+    "base": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=4, num_attention_heads=8),
+}
+
+
+class FrameLMConfig(PretrainedConfig):
+    r"""Frame-level speech LM.
+
+    Args:
+        backbone (`dict`): LlamaConfig fields of the per-frame backbone (vocab = text + special ids).
+        depth (`dict`): LlamaConfig fields of the depth transformer over the slots of one frame.
+        vocab_size (`int`): the tokenizer's `len()` (token embeddings for the text prompt).
+        slot_sizes (`list[int]`): legal values per slot (19 slots; the last has 16).
+        frame_embed_dim (`int`, 32): per-slot value embedding width (frame input = Linear(concat of 19)).
+        audio_offset, bos_token_id, eos_token_id, pad_token_id, audio_token_id (`int`): tokenizer ids.
+        jepatok (`dict`): tokenizer/codec metadata, as for the flat LM.
+    """
+
+    model_type = "jepatok_frame_lm"
+
+    def __init__(
+        self,
+        backbone: dict | None = None,
+        depth: dict | None = None,
+        vocab_size: int = 32,
+        slot_sizes: list[int] | None = None,
+        audio_offset: int = 0,
+        audio_token_id: int = 0,
+        frame_embed_dim: int = 32,
+        jepatok: dict | None = None,
+        **kwargs,
+    ):
+        self.backbone = dict(backbone or LM_PRESETS["tiny"])
+        self.depth = dict(depth or DEPTH_PRESETS["tiny"])
+        self.vocab_size = int(vocab_size)
+        self.slot_sizes = [int(s) for s in (slot_sizes or [4])]
+        if min(self.slot_sizes) < 1:
+            raise ValueError(f"slot_sizes must be positive, got {self.slot_sizes}")
+        self.audio_offset = int(audio_offset)
+        self.audio_token_id = int(audio_token_id)
+        self.frame_embed_dim = int(frame_embed_dim)
+        self.jepatok = dict(jepatok or {})
+        super().__init__(**kwargs)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return len(self.slot_sizes)
+
+
+def build_frame_lm_config(preset: str, tokenizer) -> FrameLMConfig:
+    """A FrameLMConfig whose backbone matches flat preset `preset` (for like-for-like comparisons)."""
+    if preset not in LM_PRESETS:
+        raise ValueError(f"unknown LM preset {preset!r}; expected one of {sorted(LM_PRESETS)}")
+    return FrameLMConfig(
+        backbone=dict(LM_PRESETS[preset]),
+        depth=dict(DEPTH_PRESETS[preset]),
+        vocab_size=len(tokenizer),
+        slot_sizes=list(tokenizer.slot_sizes),
+        audio_offset=int(tokenizer.audio_offset),
+        audio_token_id=int(tokenizer.audio_token_id),
+        bos_token_id=int(tokenizer.bos_token_id),
+        eos_token_id=int(tokenizer.eos_token_id),
+        pad_token_id=int(tokenizer.pad_token_id),
+        jepatok=lm_metadata(tokenizer),
+    )
+
+
+@dataclass
+class FrameBatch:
+    """Packed frame-level steps. A step is a text/special token (`frame_codes` row all -1) or an audio frame."""
+
+    input_ids: torch.Tensor  # [B, S] token id of token steps (pad at frame steps)
+    frame_codes: torch.Tensor  # [B, S, G] codes of frame steps, -1 at token steps
+    target_codes: torch.Tensor  # [B, S, G] the frame that follows step s, -1 where none is predicted
+    stop_labels: (
+        torch.Tensor
+    )  # [B, S] 1 = speech ends after step s, 0 = another frame follows, -100 = no label
+    position_ids: torch.Tensor  # [B, S] restarts at 0 per packed sequence
+
+    def to(self, device) -> FrameBatch:
+        return FrameBatch(*(t.to(device) for t in vars(self).values()))
+
+
+@dataclass
+class FrameLMOutput:
+    """Sums over the batch (divide by counts for means)."""
+
+    frame_nll: torch.Tensor  # [] nats over all predicted frame tokens
+    stop_nll: torch.Tensor  # [] nats over stop decisions
+    frames: int  # predicted frames
+    stops: int  # stop decisions
+
+
+class FrameLevelSpeechLM(PreTrainedModel):
+    """Backbone over steps (tokens / frames) + depth transformer over the 19 slots of the next frame."""
+
+    config_class = FrameLMConfig
+    base_model_prefix = "frame_lm"
+    _no_split_modules = ["LlamaDecoderLayer"]
+
+    def __init__(self, config: FrameLMConfig):
+        super().__init__(config)
+        G, V = config.tokens_per_frame, max(config.slot_sizes)
+        bb = LlamaConfig(vocab_size=config.vocab_size, **config.backbone)
+        dp = LlamaConfig(
+            vocab_size=1, bos_token_id=None, eos_token_id=None, pad_token_id=None, **config.depth
+        )
+        d, dd, e = bb.hidden_size, dp.hidden_size, config.frame_embed_dim
+        self.backbone = LlamaModel(bb)
+        # Frame step input: a small embedding per slot value, concatenated in slot order, projected to d
+        # (one shared table: slot identity comes from the position in the concatenation).
+        self.value_embed = nn.Embedding(V, e)
+        self.frame_proj = nn.Linear(G * e, d)
+        self.stop_head = nn.Linear(d, 2)
+        self.depth_in = nn.Linear(d, dd)
+        self.depth = LlamaModel(dp)
+        self.depth_value_embed = nn.Embedding(V, dd)  # previous slot's value (slot identity: RoPE position)
+        self.depth_head = nn.Linear(dd, V)
+        valid = torch.arange(V)[None, :] < torch.tensor(config.slot_sizes)[:, None]  # [G, V]
+        self.register_buffer("slot_valid", valid, persistent=False)
+        self.post_init()
+
+    def _init_weights(self, module):
+        std = self.config.backbone.get("initializer_range", 0.02)
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+        elif hasattr(module, "weight") and module.weight is not None and module.weight.dim() == 1:
+            nn.init.ones_(module.weight)  # RMSNorm
+        if isinstance(module, FrameLevelSpeechLM):
+            module.slot_valid.copy_(
+                torch.arange(module.slot_valid.shape[1])[None] < torch.tensor(self.config.slot_sizes)[:, None]
+            )
+
+    # --- embeddings --------------------------------------------------------------------------------------
+    def embed_steps(self, input_ids: torch.Tensor, frame_codes: torch.Tensor) -> torch.Tensor:
+        """[B, S] ids + [B, S, G] codes -> step embeddings [B, S, d]."""
+        is_frame = frame_codes[..., 0] >= 0  # [B, S]
+        tok = self.backbone.embed_tokens(input_ids)
+        frame = self.frame_proj(self.value_embed(frame_codes.clamp_min(0)).flatten(-2))  # [B, S, d]
+        return torch.where(is_frame[..., None], frame, tok)
+
+    def depth_logits(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced slot logits [N, k, V] for states h [N, d] and the first k slot values codes [N, k-1]."""
+        cond = self.depth_in(h)[:, None, :]  # [N, 1, dd]
+        prev = self.depth_value_embed(codes)  # [N, k-1, dd]
+        # Position 0 carries the backbone state, later positions the previous slot value only (adding the
+        # state to every position drowned the value signal: a memorisation test plateaued at ln(18)).
+        x = torch.cat([cond, prev], dim=1)  # [N, k, dd]
+        out = self.depth(inputs_embeds=x, use_cache=False).last_hidden_state
+        logits = self.depth_head(out).float()  # [N, k, V]
+        return logits.masked_fill(~self.slot_valid[: x.shape[1]], float("-inf"))
+
+    # --- training ----------------------------------------------------------------------------------------
+    def forward(self, batch: FrameBatch) -> FrameLMOutput:
+        emb = self.embed_steps(batch.input_ids, batch.frame_codes)
+        h = self.backbone(
+            inputs_embeds=emb, position_ids=batch.position_ids, attention_mask=None, use_cache=False
+        ).last_hidden_state  # [B, S, d]
+        has_target = batch.target_codes[..., 0] >= 0  # [B, S]
+        hs, tgt = h[has_target], batch.target_codes[has_target]  # [N, d], [N, G]
+        if hs.shape[0]:
+            logits = self.depth_logits(hs, tgt[:, :-1])  # [N, G, V]
+            frame_nll = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="sum")
+        else:
+            frame_nll = h.sum() * 0
+        has_stop = batch.stop_labels >= 0
+        stop_logits = self.stop_head(h[has_stop]).float()
+        stop_nll = F.cross_entropy(stop_logits, batch.stop_labels[has_stop], reduction="sum")
+        return FrameLMOutput(frame_nll, stop_nll, int(has_target.sum()), int(has_stop.sum()))
+
+    # --- generation --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _sample_frame(self, h: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
+        """Sample one frame [B, G] slot by slot from the depth transformer (KV cache across the slots)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        x = self.depth_in(h)[:, None, :]  # [B, 1, dd]: position 0 = the backbone state
+        codes = []
+        for k in range(self.config.tokens_per_frame):
+            out = self.depth(inputs_embeds=x, past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+            logits = self.depth_head(out).float().masked_fill(~self.slot_valid[k], float("-inf"))
+            logits = logits / max(temperature, 1e-5)  # [B, V]
+            if top_k:
+                kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            nxt = torch.multinomial(logits.softmax(-1), 1)  # [B, 1]
+            codes.append(nxt)
+            x = self.depth_value_embed(nxt)  # [B, 1, dd]
+        return torch.cat(codes, dim=1)
+
+    @torch.no_grad()
+    def generate_frames(
+        self,
+        prompt_ids: list[list[int]],
+        max_frames: int,
+        min_frames: int = 1,
+        temperature: float = 1.0,
+        top_k: int = 50,
+    ) -> list[torch.Tensor]:
+        """Continue token prompts (each ending with `<audio>`) with frames; returns codes [T_i, G] per prompt.
+
+        Args:
+            prompt_ids: e.g. the tokenizer's TTS prompt `<bos> <text> text <audio>` (no audio ids in it).
+            max_frames: frames at most; min_frames: frames before "stop" may be sampled.
+            temperature, top_k: sampling of slot values (the stop decision is sampled at temperature 1).
+        """
+        from transformers import DynamicCache
+
+        device = self.device
+        B, width = len(prompt_ids), max(len(p) for p in prompt_ids)
+        ids = torch.full((B, width), int(self.config.pad_token_id), dtype=torch.long)
+        mask = torch.zeros(B, width, dtype=torch.long)
+        for i, p in enumerate(prompt_ids):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        cache = DynamicCache()
+        out = self.backbone(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        )
+        h = out.last_hidden_state[:, -1]  # [B, d]
+        frames: list[torch.Tensor] = []
+        alive = torch.ones(B, dtype=torch.bool, device=device)
+        lengths = torch.zeros(B, dtype=torch.long, device=device)
+        for t in range(max_frames):
+            if t >= min_frames:
+                stop = torch.multinomial(self.stop_head(h).float().softmax(-1), 1)[:, 0] == 1
+                alive &= ~stop
+            if not alive.any():
+                break
+            frame = self._sample_frame(h, temperature, top_k)  # [B, G]
+            frames.append(frame)
+            lengths += alive.long()
+            mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.long, device=device)], dim=1)
+            positions = positions[:, -1:] + 1
+            emb = self.embed_steps(torch.zeros(B, 1, dtype=torch.long, device=device), frame[:, None])
+            out = self.backbone(
+                inputs_embeds=emb,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            h = out.last_hidden_state[:, -1]
+        stacked = (
+            torch.stack(frames, dim=1)
+            if frames
+            else torch.zeros(B, 0, self.config.tokens_per_frame, dtype=torch.long)
+        )
+        return [stacked[i, : int(lengths[i])].cpu() for i in range(B)]
