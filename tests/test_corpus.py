@@ -194,9 +194,9 @@ def test_trim_silence_keeps_speech_and_margin():
 HOURS = 0.006  # with (0.5, 0.25, 0.25): about 4 train, 2 validation, 2 test utterances of 5 sentences
 
 
-def _build(out, seed=0, **kw):
+def _build(out, seed=0, jobs=1, **kw):
     return corpus_mod.build_corpus(
-        out, HOURS, voices=E2E_VOICES, seed=seed, jobs=1, text_file=kw.pop("text_file"),
+        out, HOURS, voices=E2E_VOICES, seed=seed, jobs=jobs, text_file=kw.pop("text_file"),
         split_fractions=(0.5, 0.25, 0.25), variants_per_voice=2, progress=False, **kw,
     )  # fmt: skip
 
@@ -251,7 +251,7 @@ def test_build_writes_audio_folders_with_correct_metadata(built):
 @needs_e2e_voices
 def test_build_is_deterministic_for_a_seed(built):
     root, text_file, _ = built
-    _build(root / "b", text_file=text_file)
+    _build(root / "b", text_file=text_file, jobs=2)  # worker processes give the same files
     for split in corpus_mod.SPLITS:
         rows_a, rows_b = _rows(root / "a" / split), _rows(root / "b" / split)
         assert rows_a == rows_b

@@ -44,7 +44,7 @@ SPLITS = ("train", "validation", "test")
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 WORDS_PER_SECOND = 3.0  # fitted on built corpora (silence trimmed, default weights); sizes the plan only
-_FILE_RE = re.compile(r"^(\d{6})-.+\.wav$")
+_FILE_RE = re.compile(r"^(\d{6,})-.+\.wav$")
 
 
 @dataclass(frozen=True)
@@ -173,14 +173,14 @@ def trim_silence(audio: np.ndarray, sr: int, threshold_db: float = -50.0, pad_s:
 
 def render(utt: Utterance, sampling_rate: int) -> np.ndarray:
     """Synthesize one utterance and apply warp, resampling to `sampling_rate` and gain. Returns [L] float32."""
-    from jepatok.data.audio import resample
+    import soxr
 
     audio, sr = synthesize(utt.voice, utt.text, tempo=utt.tempo, pitch=utt.pitch, variant=utt.variant)
     audio = trim_silence(audio, sr)
     # Reading audio made at rate sr as if it were made at sr*warp scales pitch and formants by warp (a
     # different vocal tract) and duration by 1/warp. Rounded to 100 Hz so the resampling kernel stays short.
     warped_sr = int(round(sr * utt.warp / 100.0) * 100)
-    audio = np.asarray(resample(audio, warped_sr, sampling_rate), dtype=np.float32)
+    audio = np.asarray(soxr.resample(audio, warped_sr, sampling_rate, quality="HQ"), dtype=np.float32)
     peak = float(np.abs(audio).max())
     return audio * (utt.gain / peak) if peak > 0 else audio
 
@@ -222,9 +222,16 @@ def _work(job: tuple[str, dict, int]) -> dict:
 
 
 def _init_worker() -> None:
-    import torch
+    # A forked worker must not reuse an ONNX session created in the parent (its thread state is not
+    # inherited); workers never run torch ops (soxr resamples), so fork is safe after torch was imported.
+    from jepatok.data.voices import _piper_voice
 
-    torch.set_num_threads(1)  # one process per core; intra-op threads would only contend
+    _piper_voice.cache_clear()
+
+
+def _pool_context() -> mp.context.BaseContext:
+    """fork where available: workers inherit the imported package (importing jepatok takes seconds)."""
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
 
 
 def write_metadata(split_dir: Path, utterances: Sequence[Utterance]) -> int:
@@ -360,7 +367,7 @@ def build_corpus(
     start = time.time()
     total = sum(len(p) for p in plans.values())
     bar = tqdm(total=total, desc="build-corpus", unit="utt", disable=not progress)
-    pool_ctx = mp.get_context("spawn").Pool(jobs, initializer=_init_worker) if jobs > 1 else None
+    pool_ctx = _pool_context().Pool(jobs, initializer=_init_worker) if jobs > 1 else None
     try:
         for split in SPLITS:
             work = [(str(out / split), asdict(u), int(sampling_rate)) for u in plans[split]]
