@@ -27,7 +27,7 @@ from ..data.audio import write_wav
 from ..data.training_data import AudioBatch
 from .configuration import JepaCodecConfig
 from .discriminators import JepaDiscriminators
-from .losses import generator_loss, lsgan_discriminator_loss
+from .losses import generator_loss, lsgan_discriminator_loss, stft_magnitude
 from .train_common import (
     CodecTrainer,
     TrainArgs,
@@ -275,14 +275,16 @@ class Stage2Trainer(CodecTrainer):
             write_wav(out_dir / f"{i}_original.wav", ref, sr)
             write_wav(out_dir / f"{i}_reconstruction.wav", rec, sr)
             n_fft = min(512, max(16, 1 << (max(n, 2) - 1).bit_length() - 1))
-            for j, (name, wav) in enumerate((("original", ref), ("reconstruction", rec))):
-                spec = torch.stft(
-                    wav, n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True
-                ).abs()
+            specs = [torch.log10(stft_magnitude(w[None], n_fft, n_fft // 4)[0] + 1e-5) for w in (ref, rec)]
+            lo, hi = float(specs[0].min()), float(specs[0].max())  # one colour scale per row: comparable
+            for j, (name, spec) in enumerate(zip(("original", "reconstruction"), specs)):
+                extent = (0.0, n / sr, 0.0, sr / 2000.0)
                 axes[i][j].imshow(
-                    torch.log10(spec + 1e-5).numpy(), origin="lower", aspect="auto", cmap="magma"
+                    spec.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=lo, vmax=hi, extent=extent
                 )
                 axes[i][j].set_title(f"clip {i} {name}")
+                axes[i][j].set_xlabel("s")
+                axes[i][j].set_ylabel("kHz")
         fig.suptitle(f"stage 2, step {step}")
         fig.tight_layout()
         tmp = out_dir / ".spectrograms.tmp.png"
