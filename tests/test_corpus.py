@@ -194,9 +194,9 @@ def test_trim_silence_keeps_speech_and_margin():
 HOURS = 0.006  # with (0.5, 0.25, 0.25): about 4 train, 2 validation, 2 test utterances of 5 sentences
 
 
-def _build(out, seed=0, jobs=1, **kw):
+def _build(out, seed=0, jobs=1, hours=HOURS, **kw):
     return corpus_mod.build_corpus(
-        out, HOURS, voices=E2E_VOICES, seed=seed, jobs=jobs, text_file=kw.pop("text_file"),
+        out, hours, voices=E2E_VOICES, seed=seed, jobs=jobs, text_file=kw.pop("text_file"),
         split_fractions=(0.5, 0.25, 0.25), variants_per_voice=2, progress=False, **kw,
     )  # fmt: skip
 
@@ -280,6 +280,25 @@ def test_rerun_skips_existing_and_resumes_interrupted(built):
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items() if p != victim)
     with pytest.raises(ValueError, match="other settings"):
         _build(out, seed=7, text_file=text_file)
+
+
+@needs_e2e_voices
+def test_larger_hours_extend_and_stray_files_extend_nothing(built):
+    root, text_file, first = built
+    out = root / "e"
+    small = _build(out, text_file=text_file)
+    stray = out / "train" / "000099-bogus-0.wav"
+    stray.write_bytes((out / "train" / _rows(out / "train")[0]["file_name"]).read_bytes())
+    again = _build(out, text_file=text_file)
+    assert (
+        again.made == 0 and again.utterances_per_split == small.utterances_per_split and again.unplanned == 1
+    )
+    stray.unlink()
+    big = _build(out, text_file=text_file, hours=2 * HOURS)
+    assert big.made > 0 and big.skipped == sum(small.utterances_per_split.values())
+    rerun = _build(out, text_file=text_file)  # the smaller request keeps what the larger one made
+    assert rerun.made == 0 and rerun.utterances_per_split == big.utterances_per_split
+    assert _rows(out / "train")[: len(_rows(root / "a" / "train"))] == _rows(root / "a" / "train")
 
 
 @needs_e2e_voices

@@ -84,6 +84,7 @@ class CorpusSettings:
     text_file: str | None = None
     grammar_sentences: int = 20000
     text_fingerprint: str = ""
+    voice_weights: dict[str, float] = field(default_factory=dict)  # the plan depends on them
     format_version: int = FORMAT_VERSION
 
 
@@ -150,10 +151,14 @@ def planned_count(hours: float, fraction: float, sentences: Sequence[str]) -> in
     return max(1, math.ceil(hours * 3600.0 * fraction / seconds_per_utt))
 
 
-def _existing_indices(split_dir: Path) -> list[int]:
-    if not split_dir.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in split_dir.iterdir() if (m := _FILE_RE.match(p.name)))
+def _existing_files(split_dir: Path) -> dict[int, set[str]]:
+    """index -> names of the `NNNNNN-<speaker>.wav` files present in `split_dir`."""
+    found: dict[int, set[str]] = defaultdict(set)
+    if split_dir.is_dir():
+        for p in split_dir.iterdir():
+            if m := _FILE_RE.match(p.name):
+                found[int(m.group(1))].add(p.name)
+    return found
 
 
 def trim_silence(audio: np.ndarray, sr: int, threshold_db: float = -50.0, pad_s: float = 0.15) -> np.ndarray:
@@ -178,7 +183,7 @@ def render(utt: Utterance, sampling_rate: int) -> np.ndarray:
     audio, sr = synthesize(utt.voice, utt.text, tempo=utt.tempo, pitch=utt.pitch, variant=utt.variant)
     audio = trim_silence(audio, sr)
     # Reading audio made at rate sr as if it were made at sr*warp scales pitch and formants by warp (a
-    # different vocal tract) and duration by 1/warp. Rounded to 100 Hz so the resampling kernel stays short.
+    # different vocal tract) and duration by 1/warp. Rounded to 100 Hz: a simple, exactly stored ratio.
     warped_sr = int(round(sr * utt.warp / 100.0) * 100)
     audio = np.asarray(soxr.resample(audio, warped_sr, sampling_rate, quality="HQ"), dtype=np.float32)
     peak = float(np.abs(audio).max())
@@ -281,6 +286,7 @@ class CorpusSummary:
     made: int  # files synthesized by this run
     skipped: int  # files that already existed
     failed: list[str]  # "split/index voice: error"
+    unplanned: int  # WAVs in the split folders that the plan does not name (not in metadata.csv)
     cpu_seconds_per_audio_hour: dict[str, float]  # voice -> CPU s per hour of audio (this run's files)
     wall_seconds: float
 
@@ -345,7 +351,7 @@ def build_corpus(
         variants_per_voice=variants_per_voice, split_fractions=[float(f) for f in split_fractions],
         text_sources=list(text_sources) if text_file is None else [], grammar_sentences=grammar_sentences,
         text_file=str(Path(text_file).resolve()) if text_file is not None else None,
-        text_fingerprint=pool.fingerprint,
+        text_fingerprint=pool.fingerprint, voice_weights={v: get_voice(v).weight for v in sorted(voices)},
     )  # fmt: skip
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -359,8 +365,16 @@ def build_corpus(
         for stale in split_dir.glob(".*.tmp-*") if split_dir.is_dir() else []:
             stale.unlink()  # left by a killed run; real files are only ever renamed into place
         n = planned_count(hours, fraction, per_split[split])
-        n = max([n] + [i + 1 for i in _existing_indices(split_dir)])  # keep what a larger run made
         plans[split] = [plan_utterance(settings, split, i, per_split[split], seen) for i in range(n)]
+        # Keep what a larger run of the same plan made (a stray file with a high index extends nothing).
+        for i, names in sorted(_existing_files(split_dir).items()):
+            if i >= len(plans[split]):
+                extra = plan_utterance(settings, split, i, per_split[split], seen)
+                if extra.file_name in names:
+                    plans[split] += [
+                        plan_utterance(settings, split, j, per_split[split], seen)
+                        for j in range(len(plans[split]), i + 1)
+                    ]
 
     jobs = max(1, jobs or os.cpu_count() or 1)
     results: list[dict] = []
@@ -401,6 +415,10 @@ def _summarize(
                 per_voice[utt.voice][split] += duration / 3600.0
                 per_split[split] += duration / 3600.0
                 counts[split] += 1
+    planned = {(split, u.file_name) for split, utts in plans.items() for u in utts}
+    unplanned = sum(
+        1 for split in plans for p in (out / split).glob("*.wav") if (split, p.name) not in planned
+    )
     cpu: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for r in results:
         if not r["skipped"] and r["error"] is None:
@@ -413,6 +431,7 @@ def _summarize(
         made=sum(1 for r in results if not r["skipped"] and r["error"] is None),
         skipped=sum(1 for r in results if r["skipped"]),
         failed=[f"{r['split']}/{r['index']} {r['voice']}: {r['error']}" for r in results if r["error"]],
+        unplanned=unplanned,
         cpu_seconds_per_audio_hour={
             v: round(c / (d / 3600.0), 1) for v, (c, d) in sorted(cpu.items()) if d > 0
         },
@@ -435,6 +454,10 @@ def format_summary(summary: CorpusSummary, held_out: Sequence[str] = ()) -> str:
         + ("; * = held out of train" if held_out else "")
     )
     lines += [f"FAILED {f}" for f in summary.failed[:20]]
+    if summary.unplanned:
+        lines.append(
+            f"note: {summary.unplanned} WAV files are not in the plan (nor in metadata.csv); remove them"
+        )
     return "\n".join(lines)
 
 
