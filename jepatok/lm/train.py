@@ -128,21 +128,27 @@ def evaluate(model, packed: PackedDataset, tokenizer, args: LMTrainArgs, acceler
     was_training = model.training
     model.eval()
     n_blocks = min(len(packed), args.max_eval_blocks)
-    mine = list(range(accelerator.process_index, n_blocks, accelerator.num_processes))
+    world, bs = accelerator.num_processes, args.per_device_batch_size
+    mine = list(range(accelerator.process_index, n_blocks, world))
+    # Every process runs the same number of forward passes (DDP broadcasts buffers and FSDP gathers weights in
+    # forward: an uneven count would hang); a process out of blocks re-scores block 0 with weight 0.
+    n_batches = math.ceil(math.ceil(n_blocks / world) / bs)
     G, offset, eos = int(tokenizer.tokens_per_frame), int(tokenizer.audio_offset), int(tokenizer.eos_token_id)
     sums = torch.zeros(
         4, dtype=torch.float64, device=accelerator.device
     )  # nll, tokens, audio nll, audio tokens
-    for i in range(0, len(mine), args.per_device_batch_size):
-        batch = packed.collate(mine[i : i + args.per_device_batch_size]).to(accelerator.device)
+    for b in range(n_batches):
+        chunk = mine[b * bs : (b + 1) * bs]
+        batch = packed.collate(chunk or [0]).to(accelerator.device)
         with accelerator.autocast():
             nll, targets = batch_nll(model, batch)
         labelled = targets != IGNORE_INDEX
         audio = targets >= offset
         coded = audio | (targets == eos)  # what coding the audio costs: its tokens and where it ends
-        sums += torch.stack([nll[labelled].sum(), labelled.sum(), nll[coded].sum(), audio.sum()]).to(
+        part = torch.stack([nll[labelled].sum(), labelled.sum(), nll[coded].sum(), audio.sum()]).to(
             torch.float64
         )
+        sums += part * float(bool(chunk))
     sums = accelerator.reduce(sums, reduction="sum")
     model.train(was_training)
     nll, tokens, audio_nll, audio_tokens = (float(x) for x in sums.tolist())
