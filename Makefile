@@ -38,5 +38,9 @@ style: install
 bench: install
 	$(BIN)/jepatok bench
 
+# The whole mission with the shipped `small` checkpoints (jepatok/pretrained/small), offline, < 10 min on 2 cores.
+demo: install
+	$(BIN)/python -m jepatok.demo $(DEMO_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

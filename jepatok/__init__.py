@@ -21,7 +21,14 @@ from .lm import __all__ as _lm_exports  # noqa: E402
 
 _lm_all: list[str] = list(_lm_exports)
 
+# [pretrained] shipped checkpoints (jepatok.load_pretrained("small") -> (tokenizer, lm))
+from .pretrained import load_pretrained  # noqa: E402,F401
+
+_pretrained_all: list[str] = ["load_pretrained"]
+
 __version__ = "0.1.0"
-__all__ = list(_codec_all) + _tokenizer_all + _lm_all + ["register_auto_classes", "__version__"]
+__all__ = (
+    list(_codec_all) + _tokenizer_all + _lm_all + _pretrained_all + ["register_auto_classes", "__version__"]
+)
 
 register_auto_classes()

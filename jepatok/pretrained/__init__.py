@@ -1,0 +1,152 @@
+"""Pretrained jepatok checkpoints shipped inside the package (offline, no model hub).
+
+Layout of a shipped checkpoint (`jepatok/pretrained/<name>/`):
+
+    tokenizer/          JepaSpeechTokenizer.save_pretrained (spm.model, tokenizer_config.json, ...)
+    tokenizer/codec/    the JepaCodecModel (config.json + model.safetensors)
+    lm/                 the speech LM (LlamaForCausalLM: config.json + model.safetensors)
+    README.md           model card: data, steps, wall time, measured metrics
+
+Each folder loads with the plain `from_pretrained` classes (`JepaSpeechTokenizer` / `AutoTokenizer`,
+`JepaCodecModel` / `AutoModel`, `AutoModelForCausalLM`); `load_pretrained(name)` does all of it.
+
+    import jepatok
+    tokenizer, lm = jepatok.load_pretrained("small")
+    ids = tokenizer.encode_audio(wave, sampling_rate=16000)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Folder holding the shipped checkpoints (one sub-folder per name).
+PRETRAINED_ROOT = Path(__file__).resolve().parent
+
+#: Names that can be shipped (a name whose folder is missing raises `PretrainedNotFoundError`).
+KNOWN_PRETRAINED = ("small",)
+
+
+class PretrainedNotFoundError(FileNotFoundError):
+    """A shipped checkpoint folder (or a file in it) does not exist."""
+
+
+@dataclass(frozen=True)
+class PretrainedPaths:
+    """Where the parts of a shipped checkpoint live."""
+
+    name: str
+    root: Path  # jepatok/pretrained/<name>
+    tokenizer_dir: Path  # root/tokenizer (JepaSpeechTokenizer)
+    codec_dir: Path  # root/tokenizer/codec (JepaCodecModel)
+    lm_dir: Path  # root/lm (LlamaForCausalLM)
+    model_card: Path  # root/README.md
+
+
+def pretrained_paths(name: str = "small", root: str | os.PathLike | None = None) -> PretrainedPaths:
+    """Paths of a shipped checkpoint, whether or not they exist.
+
+    Args:
+        name: checkpoint name (one of `KNOWN_PRETRAINED`).
+        root: folder holding the checkpoints (default: the package's `jepatok/pretrained`).
+    """
+    if name not in KNOWN_PRETRAINED:
+        raise ValueError(f"unknown pretrained checkpoint {name!r}; expected one of {list(KNOWN_PRETRAINED)}")
+    base = Path(root) if root is not None else PRETRAINED_ROOT
+    ckpt = base / name
+    return PretrainedPaths(
+        name=name,
+        root=ckpt,
+        tokenizer_dir=ckpt / "tokenizer",
+        codec_dir=ckpt / "tokenizer" / "codec",
+        lm_dir=ckpt / "lm",
+        model_card=ckpt / "README.md",
+    )
+
+
+_REQUIRED = {
+    "tokenizer_dir": ("tokenizer_config.json", "spm.model"),
+    "codec_dir": ("config.json", "model.safetensors"),
+    "lm_dir": ("config.json", "model.safetensors"),
+}
+
+
+def missing_files(paths: PretrainedPaths) -> list[str]:
+    """Required files of a shipped checkpoint that do not exist (empty when it is complete).
+
+    Args:
+        paths: see `pretrained_paths`.
+    """
+    missing = []
+    for attr, names in _REQUIRED.items():
+        folder = getattr(paths, attr)
+        missing += [str(folder / n) for n in names if not (folder / n).is_file()]
+    return missing
+
+
+def is_available(name: str = "small", root: str | os.PathLike | None = None) -> bool:
+    """True when every required file of the shipped checkpoint `name` exists.
+
+    Args:
+        name: checkpoint name.
+        root: folder holding the checkpoints (default: the package's).
+    """
+    return not missing_files(pretrained_paths(name, root))
+
+
+def check_pretrained(name: str = "small", root: str | os.PathLike | None = None) -> PretrainedPaths:
+    """The checkpoint's paths; raises `PretrainedNotFoundError` listing missing files when incomplete.
+
+    Args:
+        name: checkpoint name.
+        root: folder holding the checkpoints (default: the package's).
+    """
+    paths = pretrained_paths(name, root)
+    missing = missing_files(paths)
+    if missing:
+        raise PretrainedNotFoundError(
+            f"the shipped {name!r} checkpoint is not available: missing {', '.join(missing)}. "
+            "Train it (see recipes/small/README.md) and copy the tokenizer (with codec/) and the LM into "
+            f"{paths.root}, or reinstall a jepatok release that ships it."
+        )
+    return paths
+
+
+def load_pretrained(name: str = "small", device: str = "cpu", root: str | os.PathLike | None = None):
+    """Load a shipped checkpoint offline: `(tokenizer, lm)`.
+
+    The tokenizer is a `JepaSpeechTokenizer` whose codec (`tokenizer.codec`, loaded on first audio use,
+    checked against the recorded hashes) is the shipped `JepaCodecModel`; the LM is a
+    `LlamaForCausalLM` in eval mode. Nothing is downloaded (`local_files_only=True`).
+
+    Args:
+        name: checkpoint name (`"small"`).
+        device: torch device for the LM.
+        root: folder holding the checkpoints (default: the package's).
+    """
+    from transformers import AutoModelForCausalLM
+
+    from ..tokenizer.tokenization import JepaSpeechTokenizer
+
+    paths = check_pretrained(name, root)
+    tokenizer = JepaSpeechTokenizer.from_pretrained(str(paths.tokenizer_dir), local_files_only=True)
+    lm = AutoModelForCausalLM.from_pretrained(str(paths.lm_dir), local_files_only=True).to(device).eval()
+    if lm.config.vocab_size < len(tokenizer):
+        raise ValueError(
+            f"shipped LM vocabulary ({lm.config.vocab_size}) is smaller than the tokenizer's ({len(tokenizer)})"
+        )
+    return tokenizer, lm
+
+
+__all__ = [
+    "KNOWN_PRETRAINED",
+    "PRETRAINED_ROOT",
+    "PretrainedNotFoundError",
+    "PretrainedPaths",
+    "check_pretrained",
+    "is_available",
+    "load_pretrained",
+    "missing_files",
+    "pretrained_paths",
+]

@@ -1,0 +1,51 @@
+#!/bin/bash
+# Train the shipped `small` codec + speech LM end to end on CPU and copy the result into
+# jepatok/pretrained/small (see recipes/small/README.md for the run that produced the shipped files).
+# Every stage is skipped when its output exists, so the script can be re-run after an interruption
+# (a half-finished training stage: re-run its command with --resume). Steps are environment variables.
+#
+#   bash recipes/small/train_small.sh            # RUN=runs/small CORPUS=corpus/small2 ...
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+J=${J:-.venv/bin/jepatok}
+PY=${PY:-.venv/bin/python}
+RUN=${RUN:-runs/small}
+CORPUS=${CORPUS:-corpus/small2}          # LM corpus (and stage 2 unless CODEC_CORPUS is set)
+CODEC_CORPUS=${CODEC_CORPUS:-$CORPUS}    # codec (stage 1 / stage 2) corpus
+HOURS=${HOURS:-2}
+S1_STEPS=${S1_STEPS:-300}
+S2_STEPS=${S2_STEPS:-800}
+S2_DISC=${S2_DISC:-400}
+LM_STEPS=${LM_STEPS:-150}
+TEXT_VOCAB=${TEXT_VOCAB:-1000}
+LM_LAUNCH=${LM_LAUNCH:-$J}               # e.g. ".venv/bin/accelerate launch --config_file recipes/accelerate/lm_ddp_cpu2.yaml -m jepatok.cli"
+mkdir -p "$RUN"
+ts() { date -u +%H:%M:%S; }
+log() { echo "$1 $(ts)" | tee -a "$RUN/times.txt"; }
+
+[ -f "$CORPUS/summary.json" ] || { log "corpus start"; $J build-corpus --out "$CORPUS" --hours "$HOURS" --seed 0 > "$RUN/corpus.log" 2>&1; log "corpus done"; }
+[ -f "$RUN/s1/final/config.json" ] || { log "s1 start"; $J train-stage1 --recipe small --data "$CODEC_CORPUS" --output-dir "$RUN/s1" \
+    --max-steps "$S1_STEPS" warmup_steps=30 log_every=10 save_every=50 > "$RUN/s1.log" 2>&1; log "s1 done"; }
+[ -f "$RUN/s2/final/config.json" ] || { log "s2 start"; $J train-stage2 --recipe small --stage1 "$RUN/s1/final" --data "$CODEC_CORPUS" \
+    --output-dir "$RUN/s2" --max-steps "$S2_STEPS" warmup_steps=30 disc_start_step="$S2_DISC" log_every=10 save_every=50 \
+    sample_every=100 > "$RUN/s2.log" 2>&1; log "s2 done"; }
+if [ ! -f "$RUN/tokenizer/tokenizer_config.json" ]; then
+  log "tokenizer start"
+  $PY - "$RUN/s2/final" "$CORPUS/train/metadata.csv" "$RUN/tokenizer" "$TEXT_VOCAB" <<'PYEOF'
+import csv, sys
+from jepatok import JepaSpeechTokenizer
+codec_dir, meta, out, vocab = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+with open(meta, newline="") as f:
+    texts = [row["text"] for row in csv.DictReader(f) if row["text"]]
+tok = JepaSpeechTokenizer.from_codec(codec_dir, texts=texts, text_vocab_size=vocab)
+tok.save_pretrained(out)
+print(f"tokenizer: {len(texts)} transcripts, vocabulary {len(tok)}, audio offset {tok.audio_offset}")
+PYEOF
+  log "tokenizer done"
+fi
+[ -f "$RUN/pretok/dataset_dict.json" ] || { log "pretokenize start"; $J pretokenize --codec "$RUN/tokenizer" --data "$CORPUS" \
+    --out "$RUN/pretok" --num-proc 2 > "$RUN/pretok.log" 2>&1; log "pretokenize done"; }
+[ -f "$RUN/lm/final/config.json" ] || { log "lm start"; $LM_LAUNCH train-lm --recipe small --data "$RUN/pretok" --tokenizer "$RUN/tokenizer" \
+    --output-dir "$RUN/lm" --max-steps "$LM_STEPS" gradient_accumulation_steps=1 warmup_steps=20 eval_steps=50 \
+    save_steps=50 max_eval_blocks=16 > "$RUN/lm.log" 2>&1; log "lm done"; }
+log "all done"

@@ -1,0 +1,134 @@
+"""Shipped `small` checkpoints (jepatok/pretrained/small) and the demo.
+
+The round-trip tests skip only when the shipped checkpoint folders are absent (a source tree without the
+weights); a partial checkpoint fails. `test_make_demo` (slow) runs the `make demo` target end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jepatok.pretrained import (
+    PretrainedNotFoundError,
+    check_pretrained,
+    is_available,
+    load_pretrained,
+    pretrained_paths,
+)
+
+PATHS = pretrained_paths("small")
+SHIPPED = PATHS.tokenizer_dir.exists() or PATHS.lm_dir.exists()
+needs_shipped = pytest.mark.skipif(not SHIPPED, reason=f"no shipped checkpoint folders under {PATHS.root}")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _clip(seconds: float, sr: int) -> np.ndarray:
+    """A voiced-like test signal: a 140 Hz pulse train with two formant-ish partials and an amplitude envelope."""
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 140 + 20 * np.sin(2 * math.pi * 0.7 * t)
+    phase = 2 * math.pi * np.cumsum(f0) / sr
+    wave = sum(np.sin(k * phase) / k for k in range(1, 25))
+    wave *= 0.5 + 0.5 * np.sin(2 * math.pi * 1.5 * t) ** 2
+    return (0.3 * wave / np.abs(wave).max()).astype(np.float32)
+
+
+def test_unknown_name_and_missing_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="unknown pretrained checkpoint"):
+        pretrained_paths("huge")
+    assert not is_available("small", root=tmp_path)
+    with pytest.raises(PretrainedNotFoundError, match="model.safetensors"):
+        check_pretrained("small", root=tmp_path)
+    with pytest.raises(PretrainedNotFoundError):
+        load_pretrained("small", root=tmp_path)
+
+
+def test_demo_refuses_without_checkpoint(tmp_path, capsys):
+    from jepatok.demo import main
+
+    rc = main(["--out", str(tmp_path / "out"), "--pretrained-root", str(tmp_path)])
+    assert rc == 2
+    assert "not available" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing was built or faked
+
+
+@needs_shipped
+def test_shipped_files_are_safetensors_and_small():
+    paths = check_pretrained("small")  # a partial checkpoint fails here instead of skipping
+    files = [p for p in paths.root.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".ckpt"}]
+    weights = [p for p in files if p.suffix == ".safetensors"]
+    assert {p.parent for p in weights} == {paths.codec_dir, paths.lm_dir}
+    total = sum(p.stat().st_size for p in files)
+    assert total < 150 * 2**20, f"shipped checkpoint is {total / 2**20:.1f} MiB (limit 150)"
+    assert paths.model_card.is_file() and "640" in paths.model_card.read_text()
+
+
+@needs_shipped
+def test_shipped_round_trip():
+    torch.manual_seed(0)
+    tokenizer, lm = load_pretrained("small")
+    sr = tokenizer.sampling_rate
+    hop = int(round(sr / tokenizer.frame_rate))
+    wave = _clip(1.3, sr)
+    ids = tokenizer.encode_audio(wave, sampling_rate=sr)
+    frames = math.ceil(wave.size / hop)
+    assert len(ids) == frames * tokenizer.tokens_per_frame
+    codes = tokenizer.ids_to_codes(ids)
+    assert codes.shape == (frames, tokenizer.tokens_per_frame)
+    sizes = torch.tensor(tokenizer.slot_sizes)
+    assert bool(((codes >= 0) & (codes < sizes)).all())
+    assert len(set(codes[:, 0].tolist())) > 1 or frames == 1  # the trained codec is not constant
+    audio, rate = tokenizer.decode_audio(ids)
+    assert rate == sr and audio.shape == (frames * hop,)
+    assert np.isfinite(audio).all() and float(np.abs(audio).max()) > 1e-4
+    # the LM scores the same ids (continuation template) and is tied to this codec
+    seq = torch.tensor([tokenizer.build_continuation_ids(codes)])
+    with torch.no_grad():
+        logits = lm(seq).logits
+    assert logits.shape == (1, seq.shape[1], lm.config.vocab_size) and torch.isfinite(logits).all()
+    recorded = lm.config.jepatok
+    assert recorded["codec_weights_hash"] == tokenizer.codec_identity["weights_hash"]
+
+
+@needs_shipped
+def test_shipped_loads_with_plain_from_pretrained():
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    from jepatok.tokenizer.modeling import JepaCodecModel, codec_identity
+
+    paths = check_pretrained("small")
+    tok = AutoTokenizer.from_pretrained(str(paths.tokenizer_dir), local_files_only=True)
+    codec = AutoModel.from_pretrained(str(paths.codec_dir), local_files_only=True)
+    assert isinstance(codec, JepaCodecModel)
+    assert codec_identity(codec)["weights_hash"] == tok.codec_identity["weights_hash"]
+    lm = AutoModelForCausalLM.from_pretrained(str(paths.lm_dir), local_files_only=True)
+    assert lm.config.vocab_size >= len(tok)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not is_available("small"), reason="the shipped small checkpoint is absent")
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo(tmp_path):
+    out = tmp_path / "demo_out"
+    env = dict(os.environ, DEMO_ARGS=f"--out {out}", PYTHON=sys.executable)
+    proc = subprocess.run(["make", "demo"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "TTS (3 held-out sentences)" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"codec2-700C", "codec2-1200", "opus-6k"} <= set(summary["baselines"])
+    assert 0.0 <= summary["codec"]["stoi"] <= 1.0 and summary["codec"]["bitrate"] == pytest.approx(640, abs=1)
+    assert len([s for s in summary["samples"] if s["kind"] == "tts"]) == 3
+    assert len([s for s in summary["samples"] if s["kind"] == "continuation"]) == 2
+    for sample in summary["samples"]:
+        assert (out / sample["wav"]).is_file()
+    assert (out / "report.html").is_file() and (out / "codec_eval" / "metrics.json").is_file()
