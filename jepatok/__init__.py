@@ -10,8 +10,8 @@ from .tokenizer import *  # noqa: F401,F403
 from .tokenizer import __all__ as _codec_all
 
 # [tokenizer] public exports (JepaSpeechTokenizer, JepaSpeechProcessor, ...)
-from .tokenizer.processing import JepaSpeechProcessor
-from .tokenizer.tokenization import JepaSpeechTokenizer
+from .tokenizer.processing import JepaSpeechProcessor  # noqa: F401
+from .tokenizer.tokenization import JepaSpeechTokenizer  # noqa: F401
 
 _tokenizer_all: list[str] = ["JepaSpeechTokenizer", "JepaSpeechProcessor"]
 

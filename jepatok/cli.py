@@ -19,7 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-stage2": ("jepatok.tokenizer.train_stage2", "stage 2: FSQ + HiFi-GAN decoder training"),
     "pretokenize": ("jepatok.data.pretokenize", "turn an audio dataset into codec tokens with datasets.map"),
     "build-corpus": ("jepatok.data.corpus", "build an offline multi-voice English speech corpus"),
-    "eval-codec": ("jepatok.eval.evaluate_codec", "reconstruct a dataset and write metrics.json + report.html"),
+    "eval-codec": (
+        "jepatok.eval.evaluate_codec",
+        "reconstruct a dataset and write metrics.json + report.html",
+    ),
     "bench": ("jepatok.eval.bench", "codec encode/decode speed next to HF MimiModel"),
     "train-lm": ("jepatok.lm.train", "train the speech LM on pre-tokenized data"),
     "generate": ("jepatok.lm.cli_generate", "text-to-speech or speech continuation with a trained LM"),
@@ -37,7 +40,9 @@ def _load(name: str):
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jepatok", description="JEPA speech tokenizer and speech LM toolkit")
+    parser = argparse.ArgumentParser(
+        prog="jepatok", description="JEPA speech tokenizer and speech LM toolkit"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# One thread: the tiny models gain nothing from more, and on a busy 2-core machine two threads were
+# measured 5-30x slower than one (thread contention). Tests that need more set it themselves.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

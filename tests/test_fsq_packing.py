@@ -60,7 +60,9 @@ def test_fsq_grid_and_index_roundtrip():
     levels = torch.tensor([4, 3, 5, 2])
     idx = torch.tensor([[0, 0, 0, 0], [3, 2, 4, 1], [1, 1, 2, 0]])
     assert torch.equal(codes_to_indices(indices_to_codes(idx, levels), levels), idx)
-    assert torch.allclose(indices_to_codes(torch.arange(4), torch.tensor(4)), torch.tensor([-0.75, -0.25, 0.25, 0.75]))
+    assert torch.allclose(
+        indices_to_codes(torch.arange(4), torch.tensor(4)), torch.tensor([-0.75, -0.25, 0.25, 0.75])
+    )
 
 
 def test_fsq_straight_through_and_fp32_under_autocast():

@@ -25,7 +25,9 @@ def _positive_ints(name: str, values: Any, owner: str) -> list[int]:
 
 
 def _positive(name: str, value: Any, owner: str, integer: bool = True) -> Any:
-    ok = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, (int, float))
+    ok = (
+        isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, (int, float))
+    )
     if not ok or value <= 0:
         kind = "a positive integer" if integer else "a positive number"
         raise ValueError(f"{owner}.{name} must be {kind}, got {value!r}")
@@ -158,7 +160,9 @@ class FsqConfig(PretrainedConfig):
             levels = [levels] * 128
         self.levels = _positive_ints("levels", levels, "fsq")
         if min(self.levels) < 2:
-            raise ValueError(f"fsq.levels must all be >= 2 (a 1-level dimension carries nothing), got {self.levels}")
+            raise ValueError(
+                f"fsq.levels must all be >= 2 (a 1-level dimension carries nothing), got {self.levels}"
+            )
         self.group_size = _positive("group_size", group_size, "fsq")
         super().__init__(**kwargs)
 
@@ -225,7 +229,9 @@ class JepaDecoderConfig(PretrainedConfig):
             )
         self.mrf_kernel_sizes = _positive_ints("mrf_kernel_sizes", mrf_kernel_sizes or [3, 7, 11], owner)
         if any(k % 2 == 0 for k in self.mrf_kernel_sizes):
-            raise ValueError(f"decoder.mrf_kernel_sizes must be odd ('same' padding), got {self.mrf_kernel_sizes}")
+            raise ValueError(
+                f"decoder.mrf_kernel_sizes must be odd ('same' padding), got {self.mrf_kernel_sizes}"
+            )
         self.mrf_dilations = _positive_ints("mrf_dilations", mrf_dilations or [1, 3, 5], owner)
         self.out_kernel_size = _positive("out_kernel_size", out_kernel_size, owner)
         if out_kernel_size % 2 == 0:
@@ -315,7 +321,12 @@ PRESETS: dict[str, dict[str, Any]] = {
             "conformer_kernel_size": 5,
             "dropout": 0.0,
         },
-        "decoder_config": {"channels": [32, 16, 8], "strides": [4, 4], "mrf_kernel_sizes": [3], "mrf_dilations": [1, 3]},
+        "decoder_config": {
+            "channels": [32, 16, 8],
+            "strides": [4, 4],
+            "mrf_kernel_sizes": [3],
+            "mrf_dilations": [1, 3],
+        },
         "predictor_config": {"hidden_dim": 32, "num_layers": 1, "heads": 4},
         "discriminator_config": {
             "periods": [2, 3],
@@ -428,7 +439,9 @@ class JepaCodecConfig(PretrainedConfig):
         """Build a preset (`tiny`, `small`, `paper`); `overrides` replace top-level keys or sub-config dicts."""
         if name not in PRESETS:
             raise ValueError(f"unknown codec preset {name!r}; choose one of {sorted(PRESETS)}")
-        values: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[name].items()}
+        values: dict[str, Any] = {
+            k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[name].items()
+        }
         for key, value in overrides.items():
             if key in _SUB_CONFIGS and isinstance(value, dict):
                 values[key] = {**values.get(key, {}), **value}

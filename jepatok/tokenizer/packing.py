@@ -38,7 +38,9 @@ def pack(indices: torch.Tensor, levels: Sequence[int], group_size: int = 7) -> t
     """FSQ indices [..., D] (0 <= i_d < levels[d]) -> packed tokens [..., ceil(D / group_size)] (long)."""
     dim = len(levels)
     if indices.shape[-1] != dim:
-        raise ValueError(f"pack expects indices with last dimension {dim} (one per level), got {tuple(indices.shape)}")
+        raise ValueError(
+            f"pack expects indices with last dimension {dim} (one per level), got {tuple(indices.shape)}"
+        )
     if indices.dtype.is_floating_point:
         raise ValueError(f"pack expects integer indices, got dtype {indices.dtype}")
     lv, basis, groups = _layout(levels, group_size)
