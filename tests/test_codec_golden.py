@@ -2,13 +2,12 @@
 tests/assets/codec_golden.safetensors; the forward code must keep reproducing them.
 
 Regenerate (only after an intended numerical change) with:
-    JEPATOK_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_codec_golden.py
+    .venv/bin/python tests/test_codec_golden.py
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -55,10 +54,8 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("JEPATOK_REGEN_GOLDEN"), reason="set JEPATOK_REGEN_GOLDEN=1 to rewrite"
-)
-def test_regenerate_golden():
+def regenerate_golden() -> None:
+    """Rewrite the asset (run `python tests/test_codec_golden.py` after an intended numerical change)."""
     model = _model()
     x, mask = _input()
     with torch.no_grad():
@@ -85,3 +82,7 @@ def test_golden_outputs():
     scale = data["audio_values"].abs().max()  # random weights: the audio is small (~4e-5)
     torch.testing.assert_close(out.audio_values, data["audio_values"], rtol=1e-4, atol=1e-4 * float(scale))
     assert scale > 0
+
+
+if __name__ == "__main__":
+    regenerate_golden()
