@@ -3,11 +3,10 @@
 Loads offline from the installed jepatok package: `evaluate.load(jepatok.eval.hf_metrics.module_path("jepatok_mcd"))`.
 """
 
-import datasets
 import evaluate
-import numpy as np
 
-from jepatok.eval.metrics import MetricUnavailable, mel_cepstral_distortion
+from jepatok.eval.hf_metrics._common import score_pairs, signal_metric_info
+from jepatok.eval.metrics import mel_cepstral_distortion
 
 _DESCRIPTION = "Mel-cepstral distortion (dB, speech frames of the reference) of decoded audio against the clean reference."
 
@@ -25,27 +24,12 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MelCepstralDistortion(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float32")),
-                    "references": datasets.Sequence(datasets.Value("float32")),
-                }
-            ),
-        )
+        return signal_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references, sampling_rate: int = 16000):
-        scores, skipped = [], []
-        for pred, ref in zip(predictions, references):
-            pred = np.asarray(pred, dtype=np.float64)
-            ref = np.asarray(ref, dtype=np.float64)
-            try:
-                scores.append(float(mel_cepstral_distortion(ref, pred, sampling_rate)))
-            except MetricUnavailable as err:
-                scores.append(None)
-                skipped.append(str(err))
-        valid = [s for s in scores if s is not None]
-        return {"mcd": float(np.mean(valid)) if valid else None, "scores": scores, "skipped": skipped}
+        return score_pairs(
+            "mcd",
+            lambda ref, pred: mel_cepstral_distortion(ref, pred, sampling_rate),
+            predictions,
+            references,
+        )

@@ -3,11 +3,10 @@
 Loads offline from the installed jepatok package: `evaluate.load(jepatok.eval.hf_metrics.module_path("jepatok_mel_distance"))`.
 """
 
-import datasets
 import evaluate
-import numpy as np
 
-from jepatok.eval.metrics import MetricUnavailable, mel_distance
+from jepatok.eval.hf_metrics._common import score_pairs, signal_metric_info
+from jepatok.eval.metrics import mel_distance
 
 _DESCRIPTION = "Multi-resolution log-mel L1 distance (0 for identical audio) of decoded audio against the clean reference."
 
@@ -25,31 +24,9 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MelDistance(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float32")),
-                    "references": datasets.Sequence(datasets.Value("float32")),
-                }
-            ),
-        )
+        return signal_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references, sampling_rate: int = 16000):
-        scores, skipped = [], []
-        for pred, ref in zip(predictions, references):
-            pred = np.asarray(pred, dtype=np.float64)
-            ref = np.asarray(ref, dtype=np.float64)
-            try:
-                scores.append(float(mel_distance(ref, pred, sampling_rate)))
-            except MetricUnavailable as err:
-                scores.append(None)
-                skipped.append(str(err))
-        valid = [s for s in scores if s is not None]
-        return {
-            "mel_distance": float(np.mean(valid)) if valid else None,
-            "scores": scores,
-            "skipped": skipped,
-        }
+        return score_pairs(
+            "mel_distance", lambda ref, pred: mel_distance(ref, pred, sampling_rate), predictions, references
+        )

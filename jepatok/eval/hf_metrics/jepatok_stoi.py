@@ -3,11 +3,10 @@
 Loads offline from the installed jepatok package: `evaluate.load(jepatok.eval.hf_metrics.module_path("jepatok_stoi"))`.
 """
 
-import datasets
 import evaluate
-import numpy as np
 
-from jepatok.eval.metrics import MetricUnavailable, stoi_score
+from jepatok.eval.hf_metrics._common import score_pairs, signal_metric_info
+from jepatok.eval.metrics import stoi_score
 
 _DESCRIPTION = "Short-time objective intelligibility (0..1; extended=True for ESTOI) of decoded audio against the clean reference."
 
@@ -26,27 +25,12 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Stoi(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float32")),
-                    "references": datasets.Sequence(datasets.Value("float32")),
-                }
-            ),
-        )
+        return signal_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references, sampling_rate: int = 16000, extended: bool = False):
-        scores, skipped = [], []
-        for pred, ref in zip(predictions, references):
-            pred = np.asarray(pred, dtype=np.float64)
-            ref = np.asarray(ref, dtype=np.float64)
-            try:
-                scores.append(float(stoi_score(ref, pred, sampling_rate, extended=extended)))
-            except MetricUnavailable as err:
-                scores.append(None)
-                skipped.append(str(err))
-        valid = [s for s in scores if s is not None]
-        return {"stoi": float(np.mean(valid)) if valid else None, "scores": scores, "skipped": skipped}
+        return score_pairs(
+            "stoi",
+            lambda ref, pred: stoi_score(ref, pred, sampling_rate, extended=extended),
+            predictions,
+            references,
+        )

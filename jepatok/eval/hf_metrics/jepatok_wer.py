@@ -3,10 +3,10 @@
 Loads offline from the installed jepatok package: `evaluate.load(jepatok.eval.hf_metrics.module_path("jepatok_wer"))`.
 """
 
-import datasets
 import evaluate
 
 from jepatok.eval.asr import error_rates
+from jepatok.eval.hf_metrics._common import text_metric_info
 
 _DESCRIPTION = (
     "Word and character error rates of transcripts, both sides normalised with Whisper's English normaliser."
@@ -25,14 +25,7 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class NormalizedWer(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-        )
+        return text_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references):
         rates = error_rates(list(references), list(predictions))
