@@ -135,7 +135,6 @@ def test_refuses_data_from_another_codec(paths, tmp_path):
         lm_train.train(args)
 
 
-@pytest.mark.slow  # ~30 s of CPU: two interpreters importing torch/transformers
 def test_two_process_accelerate_launch(paths, tmp_path):
     out = tmp_path / "ddp"
     cmd = [
