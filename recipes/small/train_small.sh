@@ -18,6 +18,7 @@ S2_STEPS=${S2_STEPS:-800}
 S2_DISC=${S2_DISC:-400}
 LM_STEPS=${LM_STEPS:-150}
 TEXT_VOCAB=${TEXT_VOCAB:-1000}
+LM_EXTRA=${LM_EXTRA:-}                   # extra train-lm overrides, e.g. "per_device_batch_size=2"
 LM_LAUNCH=${LM_LAUNCH:-$J}               # e.g. ".venv/bin/accelerate launch --config_file recipes/accelerate/lm_ddp_cpu2.yaml -m jepatok.cli"
 mkdir -p "$RUN"
 ts() { date -u +%H:%M:%S; }
@@ -47,5 +48,5 @@ fi
     --out "$RUN/pretok" --num-proc 2 > "$RUN/pretok.log" 2>&1; log "pretokenize done"; }
 [ -f "$RUN/lm/final/config.json" ] || { log "lm start"; $LM_LAUNCH train-lm --recipe small --data "$RUN/pretok" --tokenizer "$RUN/tokenizer" \
     --output-dir "$RUN/lm" --max-steps "$LM_STEPS" gradient_accumulation_steps=1 warmup_steps=20 eval_steps=50 \
-    save_steps=50 max_eval_blocks=16 > "$RUN/lm.log" 2>&1; log "lm done"; }
+    save_steps=50 max_eval_blocks=16 $LM_EXTRA > "$RUN/lm.log" 2>&1; log "lm done"; }
 log "all done"
