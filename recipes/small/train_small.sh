@@ -14,9 +14,9 @@ CORPUS=${CORPUS:-corpus/small2}          # LM corpus (and stage 2 unless CODEC_C
 CODEC_CORPUS=${CODEC_CORPUS:-$CORPUS}    # codec (stage 1 / stage 2) corpus
 HOURS=${HOURS:-2}
 S1_STEPS=${S1_STEPS:-300}
-S2_STEPS=${S2_STEPS:-800}
-S2_DISC=${S2_DISC:-400}
-LM_STEPS=${LM_STEPS:-150}
+S2_STEPS=${S2_STEPS:-1800}
+S2_DISC=${S2_DISC:-1800}   # = S2_STEPS: no discriminators (the shipped run)
+LM_STEPS=${LM_STEPS:-300}
 TEXT_VOCAB=${TEXT_VOCAB:-1000}
 LM_EXTRA=${LM_EXTRA:-}                   # extra train-lm overrides, e.g. "per_device_batch_size=2"
 LM_LAUNCH=${LM_LAUNCH:-$J}               # e.g. ".venv/bin/accelerate launch --config_file recipes/accelerate/lm_ddp_cpu2.yaml -m jepatok.cli"
