@@ -6,7 +6,14 @@ import pytest
 import torch
 from _train_utils import one_thread  # noqa: F401
 
-from jepatok.tokenizer.jepa import JepaStage1Model, effective_rank, ema_tau, per_dim_std, sigreg
+from jepatok.tokenizer.jepa import (
+    JepaStage1Model,
+    between_clip_std,
+    effective_rank,
+    ema_tau,
+    per_dim_std,
+    sigreg,
+)
 from jepatok.tokenizer.masking import MaskingConfig, block_span_mask
 
 
@@ -120,3 +127,16 @@ def test_predictor_keeps_padding_zero_and_paper_size(tiny_codec_config):
     out = pred(x * fm.unsqueeze(-1), fm)
     assert float(out[1, 6:].abs().sum()) == 0.0
     torch.testing.assert_close(out[1:, :6], pred(x[1:, :6], None), atol=1e-5, rtol=1e-4)
+
+
+def test_between_clip_std_separates_position_only_latents():
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(6, 20, dtype=torch.bool)
+    mask[3:, 12:] = False  # right padding must not count
+    content = torch.randn(6, 20, 8, generator=g)  # every clip different at every frame
+    position_only = torch.randn(1, 20, 8, generator=g).expand(6, 20, 8).clone()
+    position_only[3:, 12:] = 100.0  # garbage in padded frames is ignored
+    assert float(between_clip_std(content, mask)) == pytest.approx(1.0, abs=0.15)
+    assert float(between_clip_std(position_only, mask)) < 1e-6
+    assert float(per_dim_std(position_only[mask])) > 0.5  # the per-dim std monitor alone misses it
+    assert between_clip_std(content[:1], mask[:1]) is None  # one clip: undefined

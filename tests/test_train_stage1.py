@@ -130,3 +130,12 @@ def test_collapse_monitor_warns_loudly(tmp_path, caplog):
     logged = (tmp_path / "run" / "metrics.jsonl").read_text()
     for key in ("pred_std", "target_std", "z_effective_rank", "daam_alpha_0", "lr"):
         assert f'"{key}"' in logged
+
+
+def test_position_only_collapse_monitor_warns(tmp_path, caplog):
+    data = make_audio_folder(tmp_path / "wavs")
+    with caplog.at_level("WARNING", logger="jepatok.tokenizer.train_stage1"):
+        Stage1Trainer(_args("max_steps=1", "collapse_between_ratio=1e9"), str(data), tmp_path / "run").run()
+    assert "POSITION-ONLY COLLAPSE" in caplog.text
+    logged = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert '"z_between_clip_std"' in logged and '"z_between_clip_ratio"' in logged

@@ -75,6 +75,26 @@ def per_dim_std(z: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def between_clip_std(z: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor | None:
+    """Std across clips at the same frame position, averaged over positions and dims; z [B, T, D].
+
+    Catches the collapse `per_dim_std` misses: latents that depend on the frame position only (every clip
+    gets the same codes at frame t). Random crops put unrelated content at a position, so a healthy
+    encoder has a between-clip std close to its overall std. Positions valid in fewer than two clips are
+    ignored; returns None when no position has two valid clips.
+    """
+    x = z.float()
+    m = frame_mask.to(x.dtype).unsqueeze(-1)  # [B, T, 1]
+    count = m.sum(0)  # [T, 1]
+    keep = count.squeeze(-1) >= 2
+    if not bool(keep.any()):
+        return None
+    mean = (x * m).sum(0) / count.clamp_min(1)  # [T, D]
+    var = (((x - mean) ** 2) * m).sum(0) / (count - 1).clamp_min(1)  # [T, D]
+    return var[keep].sqrt().mean()
+
+
+@torch.no_grad()
 def effective_rank(z: torch.Tensor) -> torch.Tensor:
     """exp(entropy of the normalised singular values) of centred z [N, D] (Roy & Vetterli 2007); 1..min(N, D)."""
     z = z.float()

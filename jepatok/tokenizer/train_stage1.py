@@ -21,7 +21,7 @@ import torch
 
 from ..data.training_data import AudioBatch
 from .encoder import frame_mask_from_lengths
-from .jepa import JepaStage1Model, effective_rank, ema_tau, per_dim_std
+from .jepa import JepaStage1Model, between_clip_std, effective_rank, ema_tau, per_dim_std
 from .masking import MaskingConfig, block_span_mask
 from .train_common import CodecTrainer, TrainArgs, _f, _unwrap_mod, load_args
 
@@ -47,6 +47,11 @@ class Stage1Args(TrainArgs):
     )
     sigreg_slices: int = _f(256, "SIGReg random projection directions")
     collapse_std_threshold: float = _f(0.01, "warn when the mean per-dim std of predictions falls below this")
+    collapse_between_ratio: float = _f(
+        0.25,
+        "warn when the std of z across clips at the same frame position falls below this fraction of the "
+        "overall std of z (position-only codes)",
+    )
 
     def masking(self) -> MaskingConfig:
         return MaskingConfig(
@@ -132,6 +137,10 @@ class Stage1Trainer(CodecTrainer):
             "z_effective_rank": float(effective_rank(out.latents[v].detach())),
             "masked_fraction": float(m.sum() / v.sum().clamp_min(1)),
         }
+        between = between_clip_std(out.latents.detach(), v)
+        if between is not None:
+            logs["z_between_clip_std"] = float(between)
+            logs["z_between_clip_ratio"] = float(between) / max(logs["z_std"], 1e-12)
         for k, gate in enumerate(_unwrap_mod(self.model).encoder.daam_gates):
             logs[f"daam_alpha_{k}"] = float(gate.alpha.detach())
         if logs["pred_std"] < self.args.collapse_std_threshold:
@@ -139,6 +148,15 @@ class Stage1Trainer(CodecTrainer):
                 f"REPRESENTATION COLLAPSE? step {self.state.step}: mean per-dim std of predictions "
                 f"{logs['pred_std']:.2e} < {self.args.collapse_std_threshold} (target std {logs['target_std']:.2e}, "
                 f"effective rank of z {logs['z_effective_rank']:.2f})"
+            )
+            logger.warning(msg)
+            self.accelerator.print("WARNING: " + msg)
+        ratio = logs.get("z_between_clip_ratio")
+        if ratio is not None and ratio < self.args.collapse_between_ratio:
+            msg = (
+                f"POSITION-ONLY COLLAPSE? step {self.state.step}: std of z across clips at the same frame "
+                f"{logs['z_between_clip_std']:.2e} is {ratio:.2f} of its overall std {logs['z_std']:.2e} "
+                f"(< {self.args.collapse_between_ratio}): codes depend on the frame position, not the audio"
             )
             logger.warning(msg)
             self.accelerator.print("WARNING: " + msg)
