@@ -226,3 +226,32 @@ def test_embedded_audio_bytes(codec_dir, tmp_path):
         -120 // JepaCodecConfig.from_preset("tiny").hop_length
     )
     assert report.skipped[0]["file_name"] == "row 1" and "embedded audio bytes" in report.skipped[0]["reason"]
+
+
+def test_read_audio_cell_every_form(tmp_path):
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from jepatok.data.audio import AudioReadError
+    from jepatok.data.sources import decode_audio_cell, read_audio_cell
+
+    wave = (0.3 * np.sin(np.arange(1600) / 3.0)).astype(np.float32)
+    path = tmp_path / "a.wav"
+    sf.write(str(path), wave, 16000, subtype="FLOAT")
+    buf = io.BytesIO()
+    sf.write(buf, np.stack([wave, wave], 1), 16000, subtype="FLOAT", format="WAV")
+    for cell in ({"array": wave, "sampling_rate": 16000}, {"path": str(path)}, {"bytes": buf.getvalue()}):
+        audio, sr = read_audio_cell(cell)
+        assert sr == 16000 and np.allclose(audio, wave, atol=1e-6)
+    assert decode_audio_cell({"path": str(path)}, 8000).shape == (800,)
+    for bad, message in (
+        ("a.wav", "must be a dict"),
+        ({}, "neither array, bytes nor path"),
+        ({"bytes": b"not audio"}, "cannot decode embedded audio bytes"),
+        ({"array": np.zeros(0, np.float32), "sampling_rate": 16000}, "no samples"),
+        ({"array": np.full(10, np.nan, np.float32), "sampling_rate": 8000}, "NaN"),
+    ):
+        with pytest.raises(AudioReadError, match=message):
+            decode_audio_cell(bad, 8000)

@@ -44,23 +44,34 @@ FEATURES = Features(
 )
 
 
-def decode_audio_cell(entry: Any, sampling_rate: int) -> np.ndarray:
-    """An undecoded Audio cell ({"path", "bytes"}) -> mono float32 at `sampling_rate`; AudioReadError if unreadable."""
+def read_audio_cell(entry: Any) -> tuple[np.ndarray, int]:
+    """An Audio cell ({"array", "sampling_rate"} decoded, or {"path", "bytes"}) -> (mono float32, its rate).
+
+    Raises AudioReadError (a ValueError) naming what was wrong when the cell cannot be read.
+    """
     if not isinstance(entry, dict):
-        raise AudioReadError(f"audio cell must be a dict with path/bytes, got {type(entry).__name__}")
-    if entry.get("bytes"):
+        raise AudioReadError(f"audio cell must be a dict with array/path/bytes, got {type(entry).__name__}")
+    if entry.get("array") is not None:
+        audio, sr = to_mono(np.asarray(entry["array"])), int(entry["sampling_rate"])
+    elif entry.get("bytes"):
         try:
             audio, sr = sf.read(io.BytesIO(entry["bytes"]), dtype="float32", always_2d=False)
         except Exception as err:  # soundfile raises several types
             raise AudioReadError(f"cannot decode embedded audio bytes: {err}") from err
         audio = to_mono(audio)
-        if audio.size == 0:
-            raise AudioReadError("embedded audio holds no samples")
-        audio = resample(audio, int(sr), sampling_rate)
     elif entry.get("path"):
-        audio, _ = load_audio(entry["path"], target_sr=sampling_rate)
+        audio, sr = load_audio(entry["path"])
     else:
-        raise AudioReadError("audio cell has neither bytes nor path")
+        raise AudioReadError("audio cell has neither array, bytes nor path")
+    if audio.size == 0:
+        raise AudioReadError("audio cell holds no samples")
+    return audio, int(sr)
+
+
+def decode_audio_cell(entry: Any, sampling_rate: int) -> np.ndarray:
+    """An Audio cell -> mono float32 at `sampling_rate`; AudioReadError if unreadable or non-finite."""
+    audio, sr = read_audio_cell(entry)
+    audio = resample(audio, sr, sampling_rate)
     if not np.isfinite(audio).all():
         raise AudioReadError("audio holds NaN or infinite samples")
     return audio

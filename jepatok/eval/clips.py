@@ -12,15 +12,14 @@ torchcodec.
 from __future__ import annotations
 
 import csv
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from ..data.audio import list_audio_files, load_audio, to_mono
+from ..data.audio import list_audio_files, load_audio
+from ..data.sources import read_audio_cell
 
 TEXT_COLUMNS = ("text", "transcription", "sentence", "normalized_text", "transcript")
 SPEAKER_COLUMNS = ("speaker", "speaker_id", "client_id")
@@ -123,19 +122,6 @@ def load_folder_clips(
     return clips
 
 
-def _decode_audio_cell(cell) -> tuple[np.ndarray, int]:
-    if isinstance(cell, dict) and cell.get("array") is not None:
-        return to_mono(np.asarray(cell["array"])), int(cell["sampling_rate"])
-    if isinstance(cell, dict) and cell.get("bytes"):
-        audio, sr = sf.read(io.BytesIO(cell["bytes"]), dtype="float32", always_2d=False)
-        return to_mono(audio), int(sr)
-    if isinstance(cell, dict) and cell.get("path"):
-        return load_audio(cell["path"])
-    raise ValueError(
-        f"cannot decode audio cell of type {type(cell).__name__}; expected an Audio feature value"
-    )
-
-
 def load_dataset_clips(
     dataset, max_clips: int | None = None, audio_column: str | None = None
 ) -> list[EvalClip]:
@@ -159,7 +145,7 @@ def load_dataset_clips(
     clips = []
     for i in _pick_indices(len(dataset), max_clips):
         row = dataset[i]
-        audio, sr = _decode_audio_cell(row[audio_column])
+        audio, sr = read_audio_cell(row[audio_column])
         if audio.size == 0:
             raise ValueError(f"dataset row {i} holds an empty waveform")
         name = row.get("file_name") or row.get("id") or f"row{i:06d}"
