@@ -140,3 +140,40 @@ def test_between_clip_std_separates_position_only_latents():
     assert float(between_clip_std(position_only, mask)) < 1e-6
     assert float(per_dim_std(position_only[mask])) > 0.5  # the per-dim std monitor alone misses it
     assert between_clip_std(content[:1], mask[:1]) is None  # one clip: undefined
+
+
+def test_spectral_patches_follow_each_frames_own_content():
+    from jepatok.tokenizer.jepa import spectral_patches
+
+    sr, hop = 16000, 1600
+    t = torch.arange(4 * hop) / sr
+    loud_then_quiet = torch.cat([0.5 * torch.sin(2 * torch.pi * 440 * t[: 2 * hop]), torch.zeros(2 * hop)])
+    patches = spectral_patches(loud_then_quiet.view(1, 1, -1), hop, sr, n_mels=8, subframes=4)
+    assert patches.shape == (1, 4, 8 * 4)
+    assert float(patches[0, :2].mean()) > float(patches[0, 2:].mean()) + 1.0  # loud frames >> silent frames
+    with pytest.raises(ValueError, match="divide the codec hop"):
+        spectral_patches(loud_then_quiet.view(1, 1, -1), hop, sr, subframes=7)
+
+
+def test_spectral_anchor_trains_a_head_from_latents_to_patches(tiny_codec_config, make_sine):
+    from jepatok import JepaCodecModel
+    from jepatok.tokenizer.jepa import JepaStage1Model
+
+    torch.manual_seed(0)
+    config = tiny_codec_config()
+    codec = JepaCodecModel(config)
+    model = JepaStage1Model(codec.encoder, config, anchor_weight=1.0, anchor_mels=4, anchor_subframes=2).train()
+    assert model.anchor_head is not None and JepaStage1Model(codec.encoder, config).anchor_head is None
+    audio = torch.stack([make_sine(0.1, 8000, 220.0), 0.1 * make_sine(0.1, 8000, 330.0)]).unsqueeze(1)
+    mask = torch.zeros(2, audio.shape[-1] // config.hop_length, dtype=torch.bool)
+    mask[:, 1::3] = True
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    anchors = []
+    for _ in range(15):
+        out = model(audio, None, mask)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        anchors.append(float(out.anchor.detach()))
+    assert out.loss > out.mse  # the anchor term is part of the objective
+    assert anchors[-1] < 0.5 * anchors[0], anchors

@@ -121,15 +121,30 @@ class ConformerBlock(nn.Module):
         ff_mult (`int`, defaults to 4): Feed-forward expansion.
         kernel_size (`int`, defaults to 31): Depthwise convolution kernel (odd).
         dropout (`float`, defaults to 0.1): Dropout in FFNs, attention and the conv module.
+        final_norm (`bool`, defaults to `True`): End with a per-frame LayerNorm (the authors' block). Without
+            it the residual stream keeps each frame's magnitude (see `JepaEncoderConfig.conformer_final_norm`).
+
+    The last layer of each residual branch carries `_init_gain = 0.1` (used by `init_scheme="fan_in"` only):
+    branches start small, so the stream stays at the scale of its input.
     """
 
-    def __init__(self, dim: int, heads: int, ff_mult: int = 4, kernel_size: int = 31, dropout: float = 0.1):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ff_mult: int = 4,
+        kernel_size: int = 31,
+        dropout: float = 0.1,
+        final_norm: bool = True,
+    ):
         super().__init__()
         self.ff1 = FeedForward(dim, ff_mult, dropout)
         self.attn = SelfAttention(dim, heads, dropout)
         self.conv = ConvModule(dim, kernel_size, dropout)
         self.ff2 = FeedForward(dim, ff_mult, dropout)
-        self.final_norm = nn.LayerNorm(dim)
+        self.final_norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
+        for branch_out in (self.ff1.fc2, self.ff2.fc2, self.attn.out_proj, self.conv.pointwise2):
+            branch_out._init_gain = 0.1
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, T, D]; mask [B, T] bool (True = valid frame) or None -> [B, T, D], padded frames zero."""

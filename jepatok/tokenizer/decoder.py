@@ -56,8 +56,9 @@ class JepaDecoder(nn.Module):
             for i, s in enumerate(dec.strides)
         )
         self.out_conv = DilatedConv1d(dec.channels[-1], 1, dec.out_kernel_size)
+        self.out_conv._init_gain = 0.1  # under init_scheme="fan_in": start quiet, not at full scale
         self._receptive_frames = self._compute_receptive_frames(config)
-        init_codec_weights(self)
+        init_codec_weights(self, config.init_scheme)
 
     @staticmethod
     def _compute_receptive_frames(config: JepaCodecConfig) -> int:

@@ -98,6 +98,8 @@ class JepaEncoder(nn.Module):
             EncoderBlock(enc.channels[i], enc.channels[i + 1], s, config) for i, s in enumerate(enc.strides)
         )
         self.bottleneck = nn.Conv1d(enc.channels[-1], enc.latent_dim, kernel_size=1)
+        # Under init_scheme="fan_in": the conv stack ends near std 10 for `small`; start z well inside FSQ's tanh.
+        self.bottleneck._init_gain = 0.05
         self.conformers = nn.ModuleList(
             ConformerBlock(
                 enc.latent_dim,
@@ -105,11 +107,12 @@ class JepaEncoder(nn.Module):
                 enc.conformer_ff_mult,
                 enc.conformer_kernel_size,
                 enc.dropout,
+                enc.conformer_final_norm,
             )
             for _ in range(enc.conformer_layers)
         )
         self.daam_gates = [b.daam for b in self.blocks if b.daam is not None]
-        init_codec_weights(self)
+        init_codec_weights(self, config.init_scheme)
 
     # --- helpers shared with chunked encoding ------------------------------------------------------
     def pad_input(

@@ -8,7 +8,10 @@ MSE on masked valid frames against the stop-gradient EMA target, normalised by N
 
 The target is the EMA encoder's output (tau = 0.996, constant in the paper; an optional linear schedule to
 `tau_end`), or the average of its last k hidden states (`target_layers = k`). Beyond the paper, SIGReg
-(LeJEPA, arXiv 2511.08544) can be mixed in: L' = (1 - lambda) * L + lambda * SIGReg(z). Collapse monitors
+(LeJEPA, arXiv 2511.08544) can be mixed in: L' = (1 - lambda) * L + lambda * SIGReg(z), and a spectral
+anchor (`anchor_weight` > 0): a linear head from each online latent frame to that frame's own log-mel patch
+(`anchor_mels` bands x `anchor_subframes` sub-frames), L' += anchor_weight * MSE. It ties every frame's code to
+its content, which the position-only collapse we measured on small data removes. Collapse monitors
 (mean per-dimension std, effective rank) are plain functions used by the trainer's logging.
 
 The module holds no optimizer or logging; `JepaCodecModel.encoder` is passed in and trained in place, so the
@@ -21,6 +24,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .configuration import JepaCodecConfig
@@ -115,12 +119,44 @@ def ema_tau(step: int, total_steps: int, tau: float = 0.996, tau_end: float | No
 
 # ----------------------------------------------------------------------------------------------------
 # The stage-1 module
+def spectral_patches(
+    input_values: torch.Tensor, hop_length: int, sampling_rate: int, n_mels: int = 16, subframes: int = 8
+) -> torch.Tensor:
+    """Per-frame log-mel patches [B, T, n_mels * subframes] (band-major), the spectral anchor's target.
+
+    Each codec frame (`hop_length` samples) is split into `subframes` STFT hops; the log-mel energies
+    (log(mel + 1e-5), mapped by (x + 5) / 4 to about unit scale) of those hops are flattened per frame.
+
+    Args:
+        input_values (`Tensor` [B, 1, L]): Audio, L a multiple of `hop_length` (the encoder's padded input).
+        hop_length (`int`): Samples per codec frame. sampling_rate (`int`): Audio rate.
+        n_mels (`int`, defaults to 16): Mel bands. subframes (`int`, defaults to 8): STFT hops per frame.
+    """
+    import torchaudio.functional as AF
+
+    if hop_length % subframes != 0:
+        raise ValueError(f"anchor_subframes ({subframes}) must divide the codec hop ({hop_length} samples)")
+    if input_values.shape[-1] % hop_length != 0:
+        raise ValueError(f"audio length {input_values.shape[-1]} is not a multiple of the hop {hop_length}")
+    b, frames = input_values.shape[0], input_values.shape[-1] // hop_length
+    sub_hop = hop_length // subframes
+    n_fft = max(16, 1 << (2 * sub_hop - 1).bit_length())
+    audio = input_values.reshape(b, -1).float()
+    window = torch.hann_window(n_fft, device=audio.device)
+    spec = torch.stft(audio, n_fft, sub_hop, n_fft, window, center=True, return_complex=True).abs()
+    spec = spec[..., : frames * subframes]  # [B, bins, T * subframes]
+    fb = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, sampling_rate / 2, n_mels, sampling_rate).to(audio.device)
+    mel = (torch.einsum("bft,fm->bmt", spec, fb) + 1e-5).log().add(5.0).div(4.0)  # [B, n_mels, T * sub]
+    return mel.reshape(b, n_mels, frames, subframes).permute(0, 2, 1, 3).reshape(b, frames, -1)
+
+
 # ----------------------------------------------------------------------------------------------------
 @dataclass
 class JepaStage1Output:
     loss: torch.Tensor  # scalar: the optimised objective (MSE, or the SIGReg mix)
     mse: torch.Tensor  # scalar: masked MSE
     sigreg: torch.Tensor | None  # scalar or None
+    anchor: torch.Tensor | None  # scalar or None (spectral anchor MSE)
     predictions: torch.Tensor  # [B, T, D]
     targets: torch.Tensor  # [B, T, D] (no grad)
     latents: torch.Tensor  # [B, T, D] online encoder output z
@@ -137,6 +173,8 @@ class JepaStage1Model(nn.Module):
         target_layers (`int`, defaults to 1): Target = average of the last k encoder hidden states (1 = output).
         sigreg_lambda (`float`, defaults to 0.0): Weight of SIGReg on the online latents (0 = paper: off).
         sigreg_slices (`int`, defaults to 256): SIGReg random directions.
+        anchor_weight (`float`, defaults to 0.0): Weight of the spectral anchor (0 = paper: off).
+        anchor_mels, anchor_subframes (`int`): Shape of each frame's log-mel patch (see `spectral_patches`).
     """
 
     def __init__(
@@ -146,8 +184,13 @@ class JepaStage1Model(nn.Module):
         target_layers: int = 1,
         sigreg_lambda: float = 0.0,
         sigreg_slices: int = 256,
+        anchor_weight: float = 0.0,
+        anchor_mels: int = 16,
+        anchor_subframes: int = 8,
     ):
         super().__init__()
+        if anchor_weight < 0:
+            raise ValueError(f"anchor_weight must be >= 0, got {anchor_weight}")
         n_hidden = config.encoder_config.conformer_layers + 1
         if not 1 <= target_layers <= n_hidden:
             raise ValueError(
@@ -164,6 +207,12 @@ class JepaStage1Model(nn.Module):
         self.target_layers = target_layers
         self.sigreg_lambda = sigreg_lambda
         self.sigreg_slices = sigreg_slices
+        self.anchor_weight = anchor_weight
+        self.anchor_mels, self.anchor_subframes = anchor_mels, anchor_subframes
+        self.hop_length, self.sampling_rate = config.hop_length, config.sampling_rate
+        self.anchor_head = (
+            nn.Linear(config.encoder_config.latent_dim, anchor_mels * anchor_subframes) if anchor_weight > 0 else None
+        )
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -216,4 +265,11 @@ class JepaStage1Model(nn.Module):
         if self.sigreg_lambda > 0:
             reg = sigreg(z[frame_mask], self.sigreg_slices, generator=sigreg_generator)
             loss = (1.0 - self.sigreg_lambda) * mse + self.sigreg_lambda * reg
-        return JepaStage1Output(loss, mse, reg, pred, target, z, frame_mask, mask)
+        anchor = None
+        if self.anchor_head is not None:
+            padded = F.pad(input_values.reshape(z.shape[0], 1, -1), (0, z.shape[1] * self.hop_length - input_values.shape[-1]))
+            patches = spectral_patches(padded, self.hop_length, self.sampling_rate, self.anchor_mels, self.anchor_subframes)
+            err = ((self.anchor_head(z.float()) - patches) ** 2).mean(-1)  # [B, T]
+            anchor = err[frame_mask].mean()
+            loss = loss + self.anchor_weight * anchor
+        return JepaStage1Output(loss, mse, reg, anchor, pred, target, z, frame_mask, mask)

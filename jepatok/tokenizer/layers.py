@@ -11,6 +11,8 @@ LeakyReLU and Snake map 0 to 0, so masking after each convolution keeps padded p
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -141,10 +143,39 @@ def receptive_field(layers: list[tuple[int, int, int]]) -> int:
     return rf
 
 
-def init_codec_weights(module: nn.Module, std: float = 0.02) -> None:
-    """Authors' initialisation: trunc_normal(std) conv / linear weights, zero biases (applied recursively)."""
+INIT_SCHEMES = ("authors", "fan_in")
+
+
+def conv_fan_in(module: nn.Module) -> int:
+    """Inputs summed into one output of a Conv1d / ConvTranspose1d / Linear (per output sample)."""
+    w = module.weight
+    if isinstance(module, nn.ConvTranspose1d):  # weight [C_in, C_out, k]; each output reads k / stride taps
+        return max(1, w.shape[0] * w.shape[2] // module.stride[0])
+    if isinstance(module, nn.Conv1d):  # weight [C_out, C_in / groups, k]
+        return w.shape[1] * w.shape[2]
+    return w.shape[1]  # Linear [out, in]
+
+
+def init_weight_std(module: nn.Module, scheme: str = "authors", std: float = 0.02) -> float:
+    """Std of the trunc_normal initialisation of one Conv1d / ConvTranspose1d / Linear weight.
+
+    `scheme="authors"`: std = `std` (0.02, the authors' code). `scheme="fan_in"`: std = 1 / sqrt(fan_in),
+    which keeps the signal's scale through the stack; the authors' fixed 0.02 shrinks it by
+    0.02 * sqrt(fan_in) per layer, so narrow stacks (the `tiny`/`small` presets) start with a latent that
+    carries no information about the input (bottleneck std ~6e-5 for `small`). A module with a
+    `_init_gain` attribute (the decoder's last convolution) has its std multiplied by it under `fan_in`.
+    """
+    if scheme == "fan_in":
+        return getattr(module, "_init_gain", 1.0) / math.sqrt(conv_fan_in(module))
+    if scheme != "authors":
+        raise ValueError(f"unknown init_scheme {scheme!r}; choose one of {INIT_SCHEMES}")
+    return std
+
+
+def init_codec_weights(module: nn.Module, scheme: str = "authors", std: float = 0.02) -> None:
+    """trunc_normal(`init_weight_std`) weights and zero biases for every conv / linear layer of `module`."""
     for m in module.modules():
         if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)):
-            nn.init.trunc_normal_(m.weight, std=std)
+            nn.init.trunc_normal_(m.weight, std=init_weight_std(m, scheme, std))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

@@ -26,7 +26,7 @@ from .daam import DaamGate
 from .decoder import JepaDecoder
 from .encoder import JepaEncoder
 from .fsq import FiniteScalarQuantizer
-from .layers import Snake
+from .layers import Snake, init_weight_std
 from .packing import pack, unpack
 
 
@@ -56,6 +56,11 @@ class JepaCodecOutput(ModelOutput):
     frame_mask: torch.Tensor | None = None  # [B, T] bool
 
 
+# Fields added after codecs were first saved: omitted from the identity while at the value that reproduces
+# the earlier architecture, so config hashes recorded by existing tokenizers stay valid.
+_LATER_FIELDS = {("encoder_config", "conformer_final_norm"): True}
+
+
 def _architecture_dict(config: JepaCodecConfig) -> dict:
     """Architecture fields only (no bookkeeping such as transformers version or dtype)."""
     keys = ("encoder_config", "daam_config", "fsq_config", "decoder_config")
@@ -66,7 +71,9 @@ def _architecture_dict(config: JepaCodecConfig) -> dict:
         out[key] = {k: v for k, v in sorted(sub.items()) if k not in skip and not k.startswith("_")}
         # PretrainedConfig.to_dict adds generic defaults; keep only the sub-config's own __init__ fields.
         own = set(getattr(config, key).__class__.__init__.__code__.co_varnames)
-        out[key] = {k: v for k, v in out[key].items() if k in own}
+        out[key] = {
+            k: v for k, v in out[key].items() if k in own and _LATER_FIELDS.get((key, k), object()) != v
+        }
     return out
 
 
@@ -111,9 +118,10 @@ class JepaCodecPreTrainedModel(PreTrainedAudioTokenizerBase):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """trunc_normal(0.02) conv / linear weights and zero biases (authors' init); gate and Snake defaults."""
+        """Conv / linear weights per `config.init_scheme` (authors: trunc_normal(0.02); fan_in: 1/sqrt(fan_in)),
+        zero biases; gate and Snake defaults."""
         if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)):
-            init.trunc_normal_(module.weight, std=0.02)
+            init.trunc_normal_(module.weight, std=init_weight_std(module, self.config.init_scheme))
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, (nn.LayerNorm, MaskedGroupNorm)):

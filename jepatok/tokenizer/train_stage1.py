@@ -46,6 +46,11 @@ class Stage1Args(TrainArgs):
         0.0, "SIGReg weight lambda: loss = (1 - lambda) * mse + lambda * sigreg (0 = off)"
     )
     sigreg_slices: int = _f(256, "SIGReg random projection directions")
+    anchor_weight: float = _f(
+        0.0, "spectral anchor: weight of the MSE of a linear head from each latent frame to its log-mel patch (0 = off)"
+    )
+    anchor_mels: int = _f(16, "mel bands of the spectral anchor's patch")
+    anchor_subframes: int = _f(8, "sub-frames (STFT hops) per codec frame in the spectral anchor's patch")
     collapse_std_threshold: float = _f(0.01, "warn when the mean per-dim std of predictions falls below this")
     collapse_between_ratio: float = _f(
         0.25,
@@ -85,7 +90,14 @@ class Stage1Trainer(CodecTrainer):
         self.codec = JepaCodecModel(self.config)
         self.codec.decoder.requires_grad_(False)  # untouched in stage 1
         model = JepaStage1Model(
-            self.codec.encoder, self.config, a.target_layers, a.sigreg_lambda, a.sigreg_slices
+            self.codec.encoder,
+            self.config,
+            a.target_layers,
+            a.sigreg_lambda,
+            a.sigreg_slices,
+            a.anchor_weight,
+            a.anchor_mels,
+            a.anchor_subframes,
         )
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = self.make_optimizer(params, a.lr)
@@ -98,7 +110,7 @@ class Stage1Trainer(CodecTrainer):
         a, acc = self.args, self.accelerator
         step, n = self.state.step, len(batches)
         hop = self.config.hop_length
-        totals = {"loss": 0.0, "mse": 0.0, "sigreg": 0.0}
+        totals = {"loss": 0.0, "mse": 0.0, "sigreg": 0.0, "anchor": 0.0}
         for i, batch in enumerate(batches):
             frames = batch.input_values.shape[-1] // hop
             frame_mask = frame_mask_from_lengths(batch.lengths, frames, hop)
@@ -113,6 +125,8 @@ class Stage1Trainer(CodecTrainer):
             totals["mse"] += float(out.mse.detach()) / n
             if out.sigreg is not None:
                 totals["sigreg"] += float(out.sigreg.detach()) / n
+            if out.anchor is not None:
+                totals["anchor"] += float(out.anchor.detach()) / n
         grad_norm = self.clip(self.model.parameters())
         self.optimizer.step()
         self.scheduler.step()
@@ -123,6 +137,8 @@ class Stage1Trainer(CodecTrainer):
         metrics = {**totals, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0], "ema_tau": tau}
         if out.sigreg is None:
             metrics.pop("sigreg")
+        if out.anchor is None:
+            metrics.pop("anchor")
         return metrics
 
     def extra_logs(self) -> dict[str, float]:
