@@ -162,7 +162,9 @@ def test_spectral_anchor_trains_a_head_from_latents_to_patches(tiny_codec_config
     torch.manual_seed(0)
     config = tiny_codec_config()
     codec = JepaCodecModel(config)
-    model = JepaStage1Model(codec.encoder, config, anchor_weight=1.0, anchor_mels=4, anchor_subframes=2).train()
+    model = JepaStage1Model(
+        codec.encoder, config, anchor_weight=1.0, anchor_mels=4, anchor_subframes=2
+    ).train()
     assert model.anchor_head is not None and JepaStage1Model(codec.encoder, config).anchor_head is None
     audio = torch.stack([make_sine(0.1, 8000, 220.0), 0.1 * make_sine(0.1, 8000, 330.0)]).unsqueeze(1)
     mask = torch.zeros(2, audio.shape[-1] // config.hop_length, dtype=torch.bool)

@@ -211,7 +211,9 @@ class JepaStage1Model(nn.Module):
         self.anchor_mels, self.anchor_subframes = anchor_mels, anchor_subframes
         self.hop_length, self.sampling_rate = config.hop_length, config.sampling_rate
         self.anchor_head = (
-            nn.Linear(config.encoder_config.latent_dim, anchor_mels * anchor_subframes) if anchor_weight > 0 else None
+            nn.Linear(config.encoder_config.latent_dim, anchor_mels * anchor_subframes)
+            if anchor_weight > 0
+            else None
         )
 
     def train(self, mode: bool = True):
@@ -267,8 +269,13 @@ class JepaStage1Model(nn.Module):
             loss = (1.0 - self.sigreg_lambda) * mse + self.sigreg_lambda * reg
         anchor = None
         if self.anchor_head is not None:
-            padded = F.pad(input_values.reshape(z.shape[0], 1, -1), (0, z.shape[1] * self.hop_length - input_values.shape[-1]))
-            patches = spectral_patches(padded, self.hop_length, self.sampling_rate, self.anchor_mels, self.anchor_subframes)
+            padded = F.pad(
+                input_values.reshape(z.shape[0], 1, -1),
+                (0, z.shape[1] * self.hop_length - input_values.shape[-1]),
+            )
+            patches = spectral_patches(
+                padded, self.hop_length, self.sampling_rate, self.anchor_mels, self.anchor_subframes
+            )
             err = ((self.anchor_head(z.float()) - patches) ** 2).mean(-1)  # [B, T]
             anchor = err[frame_mask].mean()
             loss = loss + self.anchor_weight * anchor

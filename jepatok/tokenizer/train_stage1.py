@@ -47,7 +47,8 @@ class Stage1Args(TrainArgs):
     )
     sigreg_slices: int = _f(256, "SIGReg random projection directions")
     anchor_weight: float = _f(
-        0.0, "spectral anchor: weight of the MSE of a linear head from each latent frame to its log-mel patch (0 = off)"
+        0.0,
+        "spectral anchor: weight of the MSE of a linear head from each latent frame to its log-mel patch (0 = off)",
     )
     anchor_mels: int = _f(16, "mel bands of the spectral anchor's patch")
     anchor_subframes: int = _f(8, "sub-frames (STFT hops) per codec frame in the spectral anchor's patch")
