@@ -3,8 +3,9 @@
 One loop for one CPU to many GPUs (`accelerate launch -m jepatok.cli train-lm ...`): packed blocks with
 block-diagonal attention (jepatok.lm.data), AdamW with linear warmup + cosine decay, gradient accumulation,
 mixed precision, clipping, optional LoRA (jepatok.lm.lora), TensorBoard + tqdm, and resumable state through
-`accelerator.save_state` / `load_state` in `OUTPUT_DIR/checkpoints/step_NNNNNN` (a resumed run is bit-identical
-to an uninterrupted one on CPU: the data order is a pure function of the step). Evaluation reports loss per token
+pickle-free checkpoints (`jepatok.training_state`: safetensors + JSON; accelerate's pickled `save_state` folders are
+refused) in `OUTPUT_DIR/checkpoints/step_NNNNNN` (a resumed run is bit-identical to an uninterrupted one on CPU:
+the data order is a pure function of the step). Evaluation reports loss per token
 and, comparable across tokenizers, NLL / bits / perplexity per second of audio. The final model (LoRA merged) and
 the tokenizer are saved to `OUTPUT_DIR/final`, loadable with `AutoModelForCausalLM` / `AutoTokenizer`.
 """
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..training_state import load_training_state, save_training_state
 from .args import LMTrainArgs, atomic_write_text
 from .data import IGNORE_INDEX, LMBatch, PackedDataset, build_examples, epoch_batches
 from .modeling import build_lm, check_lm_tokenizer, count_parameters
@@ -181,8 +183,18 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     return sorted(done, key=lambda p: int(p.name.split("_")[1]))
 
 
-def save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, extra: dict) -> Path:
-    """`save_state` into a hidden temp folder, add trainer_state.json, rename to step_NNNNNN (atomic)."""
+def save_checkpoint(
+    accelerator,
+    output_dir: Path,
+    step: int,
+    keep: int,
+    extra: dict,
+    *,
+    models: list,
+    optimizers: list,
+    schedulers: list,
+) -> Path:
+    """`save_training_state` into a hidden temp folder, add trainer_state.json, rename to step_NNNNNN (atomic)."""
     root = output_dir / "checkpoints"
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp_step_{step:06d}"
@@ -190,7 +202,14 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, extra: 
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    save_training_state(
+        tmp,
+        models=models,
+        optimizers=optimizers,
+        schedulers=schedulers,
+        scaler=accelerator.scaler,
+        accelerator=accelerator,
+    )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         atomic_write_text(tmp / STATE_FILE, json.dumps({"step": step, **extra}, indent=2) + "\n")
@@ -263,12 +282,14 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
     model, optimizer = accelerator.prepare(model, optimizer)
     # The scheduler is stepped once per optimizer step by hand (not prepared: Accelerate would step it once per
     # process) and checkpointed alongside the prepared objects.
-    accelerator.register_for_checkpointing(scheduler)
+    checkpointed = {"models": [model], "optimizers": [optimizer], "schedulers": [scheduler]}
 
     step = 0
     checkpoints = list_checkpoints(out) if resume else []
     if checkpoints:
-        accelerator.load_state(str(checkpoints[-1]))
+        load_training_state(
+            checkpoints[-1], **checkpointed, scaler=accelerator.scaler, accelerator=accelerator
+        )
         step = json.loads((checkpoints[-1] / STATE_FILE).read_text())["step"]
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -353,7 +374,9 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
             accelerator.log(eval_metrics, step=step)
             accelerator.print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items()))
         if args.save_steps and (step % args.save_steps == 0 or step == args.max_steps):
-            save_checkpoint(accelerator, out, step, args.save_total_limit, {"train_loss": last_loss})
+            save_checkpoint(
+                accelerator, out, step, args.save_total_limit, {"train_loss": last_loss}, **checkpointed
+            )
     bar.close()
     if window_steps:
         last_loss = window_loss / window_steps

@@ -3,12 +3,13 @@
 * The run config (`TrainArgs`, recipes, overrides) lives in `train_config.py` and is re-exported here.
 * `CodecTrainer` runs the loop both stages share: Accelerate (1..N processes, DDP by default), manual
   gradient accumulation, clipping, warmup + cosine schedule, TensorBoard + `metrics.jsonl`, tqdm on the
-  main process, `accelerator.save_state` checkpoints in `<output_dir>/checkpoints/step_N` (written to a
-  partial directory and renamed when complete), exact resume from the newest one, and the final unwrapped
-  `JepaCodecModel.save_pretrained` in `<output_dir>/final`.
+  main process, pickle-free checkpoints (`jepatok.training_state`: safetensors + JSON) in
+  `<output_dir>/checkpoints/step_N` (written to a partial directory and renamed when complete), exact resume
+  from the newest one, and the final unwrapped `JepaCodecModel.save_pretrained` in `<output_dir>/final`.
 
-Exact resume: model/optimizer/scheduler/RNG states come from `save_state`; the data position and counters
-from `trainer_state.json`; masks and augmentation are seeded from (seed, step/epoch, index, rank).
+Exact resume: model/optimizer/scheduler/RNG states come from `save_training_state`; the data position and
+counters from `trainer_state.json`; masks and augmentation are seeded from (seed, step/epoch, index, rank).
+Checkpoints written by `accelerator.save_state` (pickled optimizer/RNG state) are refused, never loaded.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..data.training_data import (
     iterate_batches,
     load_audio_source,
 )
+from ..training_state import LegacyCheckpointError, load_training_state, save_training_state
 from .train_config import (  # noqa: F401  (re-exported: the trainers import them from here)
     RUN_CONFIG_FILE,
     TrainArgs,
@@ -129,6 +131,7 @@ class CodecTrainer:
         self.resume = resume
         self.state = TrainerState()
         self.config = args.codec_config()
+        self.schedulers: list = []  # made by make_scheduler, checkpointed in this order
 
     # -- to implement ----------------------------------------------------------------------------------
     def build(self) -> None:  # create and `accelerator.prepare` modules and optimizers
@@ -154,7 +157,8 @@ class CodecTrainer:
         )
 
     def make_scheduler(self, optimizer, total: int | None = None, warmup: int | None = None):
-        """Warmup + cosine LambdaLR over `total` steps (default max_steps); registered for checkpointing."""
+        """Warmup + cosine LambdaLR over `total` steps (default max_steps); appended to `self.schedulers`
+        (checkpointed)."""
         a = self.args
         total = a.max_steps if total is None else total
         warmup = a.warmup_steps if warmup is None else warmup
@@ -162,7 +166,7 @@ class CodecTrainer:
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: warmup_cosine(s, warmup, total, a.min_lr_ratio)
         )
-        self.accelerator.register_for_checkpointing(sched)
+        self.schedulers.append(sched)
         return sched
 
     def sync_context(self, model, micro: int, n: int):
@@ -207,6 +211,19 @@ class CodecTrainer:
         collator = AudioCollator(self.config.hop_length, int(a.min_pad_seconds * self.sampling_rate))
         return dataset, sampler, collator
 
+    def checkpoint_objects(self) -> dict:
+        """What a checkpoint holds: the models and optimizers passed to `accelerator.prepare`, in that order
+        (`model.safetensors`, `model_1.safetensors`, ... as `save_state` named them), the schedulers of
+        `make_scheduler`, and the fp16 GradScaler if any."""
+        acc = self.accelerator
+        return {
+            "models": list(acc._models),
+            "optimizers": list(acc._optimizers),
+            "schedulers": list(self.schedulers),
+            "scaler": acc.scaler,
+            "accelerator": acc,
+        }
+
     def save_checkpoint(self) -> Path:
         acc = self.accelerator
         root = self.output_dir / "checkpoints"
@@ -215,7 +232,7 @@ class CodecTrainer:
         if acc.is_main_process and partial.exists():
             shutil.rmtree(partial)
         acc.wait_for_everyone()
-        acc.save_state(str(partial))
+        save_training_state(partial, **self.checkpoint_objects())
         acc.wait_for_everyone()
         if acc.is_main_process:
             write_json_atomic(partial / STATE_FILE, dataclasses.asdict(self.state))
@@ -235,7 +252,9 @@ class CodecTrainer:
             raise ValueError(f"checkpoint {str(path)!r} is incomplete: {STATE_FILE} is missing")
         try:
             state = json.loads(state_file.read_text())
-            self.accelerator.load_state(str(path))
+            load_training_state(path, **self.checkpoint_objects())
+        except LegacyCheckpointError:
+            raise
         except Exception as err:  # re-raised: a damaged checkpoint must stop the run, never restart it
             raise ValueError(
                 f"checkpoint {str(path)!r} is corrupt or does not match this run: {err}"
