@@ -13,9 +13,11 @@ RUN=${RUN:-runs/small}
 CORPUS=${CORPUS:-corpus/small2}          # LM corpus (and stage 2 unless CODEC_CORPUS is set)
 CODEC_CORPUS=${CODEC_CORPUS:-$CORPUS}    # codec (stage 1 / stage 2) corpus
 HOURS=${HOURS:-2}
-S1_STEPS=${S1_STEPS:-300}
-S2_STEPS=${S2_STEPS:-1800}
-S2_DISC=${S2_DISC:-1800}   # = S2_STEPS: no discriminators (the shipped run)
+S1_STEPS=${S1_STEPS:-500}
+S2_STEPS=${S2_STEPS:-3000}
+S2_DISC=${S2_DISC:-2000}                 # discriminators from this step (= S2_STEPS: none)
+S2_EXTRA=${S2_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50"}
+S2_LAUNCH=${S2_LAUNCH:-".venv/bin/accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m jepatok.cli"}
 LM_STEPS=${LM_STEPS:-300}
 TEXT_VOCAB=${TEXT_VOCAB:-1000}
 LM_EXTRA=${LM_EXTRA:-}                   # extra train-lm overrides, e.g. "per_device_batch_size=2"
@@ -26,10 +28,10 @@ log() { echo "$1 $(ts)" | tee -a "$RUN/times.txt"; }
 
 [ -f "$CORPUS/summary.json" ] || { log "corpus start"; $J build-corpus --out "$CORPUS" --hours "$HOURS" --seed 0 > "$RUN/corpus.log" 2>&1; log "corpus done"; }
 [ -f "$RUN/s1/final/config.json" ] || { log "s1 start"; $J train-stage1 --recipe small --data "$CODEC_CORPUS" --output-dir "$RUN/s1" \
-    --max-steps "$S1_STEPS" warmup_steps=30 log_every=10 save_every=50 > "$RUN/s1.log" 2>&1; log "s1 done"; }
-[ -f "$RUN/s2/final/config.json" ] || { log "s2 start"; $J train-stage2 --recipe small --stage1 "$RUN/s1/final" --data "$CODEC_CORPUS" \
-    --output-dir "$RUN/s2" --max-steps "$S2_STEPS" warmup_steps=30 disc_start_step="$S2_DISC" log_every=10 save_every=50 \
-    sample_every=100 > "$RUN/s2.log" 2>&1; log "s2 done"; }
+    --max-steps "$S1_STEPS" warmup_steps=30 log_every=10 save_every=100 > "$RUN/s1.log" 2>&1; log "s1 done"; }
+[ -f "$RUN/s2/final/config.json" ] || { log "s2 start"; $S2_LAUNCH train-stage2 --recipe small --stage1 "$RUN/s1/final" \
+    --data "$CODEC_CORPUS" --output-dir "$RUN/s2" --max-steps "$S2_STEPS" disc_start_step="$S2_DISC" log_every=10 \
+    save_every=100 sample_every=250 $S2_EXTRA > "$RUN/s2.log" 2>&1; log "s2 done"; }
 if [ ! -f "$RUN/tokenizer/tokenizer_config.json" ]; then
   log "tokenizer start"
   $PY - "$RUN/s2/final" "$CORPUS/train/metadata.csv" "$RUN/tokenizer" "$TEXT_VOCAB" <<'PYEOF'
