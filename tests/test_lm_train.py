@@ -113,6 +113,8 @@ def test_resume_after_crash_equals_uninterrupted_run(paths, tmp_path, monkeypatc
     monkeypatch.setattr(lm_train, "_after_step", lambda step: None)
     with pytest.raises(FileExistsError, match="--resume"):
         lm_train.train(_args(paths, tmp_path / "crash", save_steps=2))
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        lm_train.train(_args(paths, tmp_path / "never-started", save_steps=2), resume=True)
     resumed = lm_train.train(_args(paths, tmp_path / "crash", save_steps=2), resume=True)
     assert resumed.steps == full.steps == 3
     assert resumed.history[-1]["train/loss"] == full.history[-1]["train/loss"]

@@ -246,7 +246,8 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
 
     Args:
         args: run configuration (recipe + overrides + paths).
-        resume: continue from the newest complete checkpoint in `OUTPUT_DIR/checkpoints` (fresh start if none).
+        resume: continue from the newest complete checkpoint in `OUTPUT_DIR/checkpoints`; an error when there
+            is none (as in the codec trainers: nothing silently restarts from scratch).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -254,6 +255,11 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
     if not (args.data and args.tokenizer and args.output_dir):
         raise ValueError("data, tokenizer and output_dir are required")
     out = Path(args.output_dir)
+    if resume and not list_checkpoints(out):  # checked before any setup: fail fast
+        raise FileNotFoundError(
+            f"--resume was given but {out / 'checkpoints'} holds no complete checkpoint; "
+            "drop --resume to start a new run"
+        )
     if not resume and list_checkpoints(out):
         raise FileExistsError(
             f"{out} already holds checkpoints; pass --resume to continue or use a new --output-dir"
