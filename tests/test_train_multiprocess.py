@@ -46,7 +46,9 @@ def test_two_process_cpu_run_keeps_processes_identical(tmp_path, tiny_codec_conf
     ckpt = out / "checkpoints" / "step_2"
     assert (ckpt / "rng_state_0.safetensors").is_file() and (ckpt / "rng_state_1.safetensors").is_file()
     assert (ckpt / "rng_state_0.json").is_file() and (ckpt / "rng_state_1.json").is_file()
-    assert not [p.name for p in ckpt.iterdir() if p.suffix not in {".json", ".safetensors"}], "pickles written"
+    assert not [p.name for p in ckpt.iterdir() if p.suffix not in {".json", ".safetensors"}], (
+        "pickles written"
+    )
     state = json.loads((ckpt / "trainer_state.json").read_text())
     # 2 steps x 2 micro-batches x 2 clips x 2 processes of <= 0.1 s audio
     assert state["micro_batches"] == 4 and 0 < state["audio_seconds"] <= 1.6 + 1e-6
