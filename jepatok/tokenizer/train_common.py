@@ -211,14 +211,19 @@ class CodecTrainer:
         collator = AudioCollator(self.config.hop_length, int(a.min_pad_seconds * self.sampling_rate))
         return dataset, sampler, collator
 
+    def checkpointed_modules(self) -> tuple[list, list]:
+        """(prepared models, prepared optimizers) to checkpoint, in `accelerator.prepare` order (file names
+        `model.safetensors`, `model_1.safetensors`, ...). Each stage lists its own."""
+        raise NotImplementedError
+
     def checkpoint_objects(self) -> dict:
-        """What a checkpoint holds: the models and optimizers passed to `accelerator.prepare`, in that order
-        (`model.safetensors`, `model_1.safetensors`, ... as `save_state` named them), the schedulers of
-        `make_scheduler`, and the fp16 GradScaler if any."""
+        """What a checkpoint holds: `checkpointed_modules()`, the schedulers of `make_scheduler`, and the fp16
+        GradScaler if any."""
         acc = self.accelerator
+        models, optimizers = self.checkpointed_modules()
         return {
-            "models": list(acc._models),
-            "optimizers": list(acc._optimizers),
+            "models": list(models),
+            "optimizers": list(optimizers),
             "schedulers": list(self.schedulers),
             "scaler": acc.scaler,
             "accelerator": acc,

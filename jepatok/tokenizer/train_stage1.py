@@ -107,6 +107,9 @@ class Stage1Trainer(CodecTrainer):
         self.model.train()
         self._last = None
 
+    def checkpointed_modules(self) -> tuple[list, list]:
+        return [self.model], [self.optimizer]
+
     def train_step(self, batches: list[AudioBatch]) -> dict[str, float]:
         a, acc = self.args, self.accelerator
         step, n = self.state.step, len(batches)

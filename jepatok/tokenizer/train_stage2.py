@@ -167,6 +167,9 @@ class Stage2Trainer(CodecTrainer):
         self.gen.train()
         self.disc.train()
 
+    def checkpointed_modules(self) -> tuple[list, list]:
+        return [self.gen, self.disc], [self.g_opt, self.d_opt]  # the order they were prepared in
+
     def train_step(self, batches: list[AudioBatch]) -> dict[str, float]:
         a, acc = self.args, self.accelerator
         n, step = len(batches), self.state.step
