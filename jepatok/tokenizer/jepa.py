@@ -24,10 +24,10 @@ import copy
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .configuration import JepaCodecConfig
+from .losses import mel_magnitude
 from .predictor import JepaPredictor
 
 
@@ -132,8 +132,6 @@ def spectral_patches(
         hop_length (`int`): Samples per codec frame. sampling_rate (`int`): Audio rate.
         n_mels (`int`, defaults to 16): Mel bands. subframes (`int`, defaults to 8): STFT hops per frame.
     """
-    import torchaudio.functional as AF
-
     if hop_length % subframes != 0:
         raise ValueError(f"anchor_subframes ({subframes}) must divide the codec hop ({hop_length} samples)")
     if input_values.shape[-1] % hop_length != 0:
@@ -142,11 +140,8 @@ def spectral_patches(
     sub_hop = hop_length // subframes
     n_fft = max(16, 1 << (2 * sub_hop - 1).bit_length())
     audio = input_values.reshape(b, -1).float()
-    window = torch.hann_window(n_fft, device=audio.device)
-    spec = torch.stft(audio, n_fft, sub_hop, n_fft, window, center=True, return_complex=True).abs()
-    spec = spec[..., : frames * subframes]  # [B, bins, T * subframes]
-    fb = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, sampling_rate / 2, n_mels, sampling_rate).to(audio.device)
-    mel = (torch.einsum("bft,fm->bmt", spec, fb) + 1e-5).log().add(5.0).div(4.0)  # [B, n_mels, T * sub]
+    mel = mel_magnitude(audio, sampling_rate, n_fft, sub_hop, n_mels, pad_mode="reflect")
+    mel = (mel[..., : frames * subframes] + 1e-5).log().add(5.0).div(4.0)  # [B, n_mels, T * subframes]
     return mel.reshape(b, n_mels, frames, subframes).permute(0, 2, 1, 3).reshape(b, frames, -1)
 
 
@@ -269,10 +264,7 @@ class JepaStage1Model(nn.Module):
             loss = (1.0 - self.sigreg_lambda) * mse + self.sigreg_lambda * reg
         anchor = None
         if self.anchor_head is not None:
-            padded = F.pad(
-                input_values.reshape(z.shape[0], 1, -1),
-                (0, z.shape[1] * self.hop_length - input_values.shape[-1]),
-            )
+            padded, _ = self.encoder.pad_input(input_values, padding_mask)  # what the encoder read
             patches = spectral_patches(
                 padded, self.hop_length, self.sampling_rate, self.anchor_mels, self.anchor_subframes
             )

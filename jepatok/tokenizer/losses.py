@@ -83,13 +83,28 @@ def waveform_l1_loss(
     return (p - t).abs().sum() / mask.float().sum().clamp_min(1.0)
 
 
-def stft_magnitude(audio: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
-    """|STFT| [B, n_fft // 2 + 1, frames] with a Hann window of n_fft (zero-padded centre, any length)."""
+def stft_magnitude(
+    audio: torch.Tensor, n_fft: int, hop_length: int, pad_mode: str = "constant"
+) -> torch.Tensor:
+    """|STFT| [B, n_fft // 2 + 1, frames] with a Hann window of n_fft (centred; zero-padded by default)."""
     window = torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype)
     spec = torch.stft(
-        audio, n_fft, hop_length, n_fft, window, center=True, pad_mode="constant", return_complex=True
+        audio, n_fft, hop_length, n_fft, window, center=True, pad_mode=pad_mode, return_complex=True
     )
     return spec.abs()
+
+
+def mel_magnitude(
+    audio: torch.Tensor,
+    sampling_rate: int,
+    n_fft: int,
+    hop_length: int,
+    n_mels: int,
+    pad_mode: str = "constant",
+) -> torch.Tensor:
+    """Mel-scaled |STFT| [B, n_mels, frames] of audio [B, L] (filter bank 0 .. sampling_rate / 2)."""
+    fb = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, sampling_rate / 2, n_mels, sampling_rate).to(audio.device)
+    return torch.einsum("bft,fm->bmt", stft_magnitude(audio, n_fft, hop_length, pad_mode), fb)
 
 
 def multi_resolution_stft_loss(
@@ -141,9 +156,8 @@ def mel_l1_loss(
     """
     _check_pair(pred, target)
     p, t = _flat(pred, mask), _flat(target, mask)
-    fb = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, sampling_rate / 2, n_mels, sampling_rate).to(p.device)
-    mp = torch.einsum("bft,fm->bmt", stft_magnitude(p, n_fft, hop_length), fb)
-    mt = torch.einsum("bft,fm->bmt", stft_magnitude(t, n_fft, hop_length), fb)
+    mp = mel_magnitude(p, sampling_rate, n_fft, hop_length, n_mels)
+    mt = mel_magnitude(t, sampling_rate, n_fft, hop_length, n_mels)
     return F.l1_loss(torch.log(mp + eps), torch.log(mt + eps))
 
 
