@@ -319,3 +319,26 @@ def test_init_scheme_is_validated_and_presets_choose_it():
     assert JepaCodecConfig.from_preset("paper").init_scheme == "authors"
     assert JepaCodecConfig.from_preset("small").init_scheme == "fan_in"
     assert JepaCodecConfig.from_preset("tiny").init_scheme == "authors"  # unit-test preset, tuned on it
+
+
+def test_pre_projection_starts_as_identity_round_trips_and_keeps_legacy_hashes(tmp_path):
+    torch.manual_seed(0)
+    plain = _model()
+    projected = JepaCodecModel(JepaCodecConfig.from_preset("tiny", fsq_config={"pre_projection": True})).eval()
+    dim = projected.config.fsq_config.dim
+    assert torch.equal(projected.pre_quant.weight, torch.eye(dim)) and not projected.pre_quant.bias.any()
+    z = torch.randn(2, 3, dim)
+    assert torch.equal(projected.quantize(z).audio_codes, plain.quantize(z).audio_codes)  # identity: same codes
+    with torch.no_grad():
+        projected.pre_quant.weight.mul_(-1.0)
+    assert not torch.equal(projected.quantize(z).audio_codes, plain.quantize(z).audio_codes)
+    projected.save_pretrained(str(tmp_path / "p"))
+    loaded = JepaCodecModel.from_pretrained(str(tmp_path / "p"))
+    assert torch.equal(loaded.pre_quant.weight, projected.pre_quant.weight)
+    assert codec_identity(loaded) == codec_identity(projected)
+    assert codec_identity(projected)["config_hash"] != codec_identity(plain)["config_hash"]
+    # the field at its legacy value leaves the hash of codecs saved before it existed unchanged
+    explicit = JepaCodecConfig.from_preset("tiny", fsq_config={"pre_projection": False})
+    assert codec_identity(JepaCodecModel(explicit))["config_hash"] == codec_identity(plain)["config_hash"]
+    with pytest.raises(ValueError, match="pre_projection must be a bool"):
+        JepaCodecConfig.from_preset("tiny", fsq_config={"pre_projection": "yes"})

@@ -113,3 +113,42 @@ def test_writes_samples_and_spectrogram(tmp_path, stage1_dir):
     assert (out / "0_original.wav").is_file() and (out / "0_reconstruction.wav").is_file()
     assert (out / "spectrograms.png").read_bytes()[:4] == b"\x89PNG"
     assert "gen_mel" in json.loads((out / "losses.json").read_text())
+
+
+def test_whitening_projection_decorrelates_and_scales_held_out_latents():
+    from jepatok.tokenizer.train_stage2 import whitening_projection
+
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(6, 16, generator=g) * torch.tensor([10.0, 3.0, 1.0, 0.3, 0.1, 0.05]).unsqueeze(1)
+    z = torch.randn(4000, 6, generator=g, dtype=torch.float64) @ mix.double() + 3.0  # rank 6 of 16, offset 3
+    fit, held = z[:2000], z[2000:]
+    weight, bias = whitening_projection(torch.tensor([2000.0]), fit.sum(0), fit.T @ fit, 0.8)
+    y = held @ weight.T + bias
+    assert y.mean(0).abs().max() < 0.1
+    cov = torch.cov(y.T)
+    top = torch.linalg.eigvalsh(cov)[-6:]  # the 6 directions the data varies in: each at std 0.8
+    assert torch.allclose(top.sqrt(), torch.full((6,), 0.8, dtype=torch.float64), atol=0.1), top.sqrt()
+    assert torch.isfinite(weight).all() and float(torch.linalg.eigvalsh(cov)[0]) < 1e-6  # null space not blown up
+    with pytest.raises(ValueError, match="at least 2 latent frames"):
+        whitening_projection(torch.tensor([1.0]), fit[0], torch.outer(fit[0], fit[0]), 0.8)
+
+
+def test_adds_and_calibrates_a_pre_quantization_projection(tmp_path, stage1_dir):
+    """A stage-1 codec without `pre_quant` under a recipe with fsq.pre_projection: stage 2 adds it, whitens it
+    from data on a fresh run (not on resume: the resumed run matches the uninterrupted one exactly)."""
+    from jepatok import JepaCodecConfig
+
+    data = make_audio_folder(tmp_path / "wavs")
+    extra = ("max_steps=3", "save_every=1", "codec.fsq_config.pre_projection=true", "calibrate_quantizer_batches=2")
+    full = Stage2Trainer(_args(*extra), str(data), tmp_path / "full", str(stage1_dir)).run()
+    weights = load_weights(full / "model.safetensors")
+    dim = weights["pre_quant.weight"].shape[0]
+    assert not torch.allclose(weights["pre_quant.weight"], torch.eye(dim), atol=0.05)  # calibrated, not identity
+    assert JepaCodecConfig.from_pretrained(str(full)).fsq_config.pre_projection is True
+    cut = tmp_path / "cut"
+    assert Stage2Trainer(_args(*extra, "halt_after_steps=1"), str(data), cut, str(stage1_dir)).run() is None
+    resumed = Stage2Trainer(_args(*extra), str(data), cut, str(stage1_dir), resume=True).run()
+    assert_same_weights(weights, load_weights(resumed / "model.safetensors"))
+    # other architecture differences are still refused
+    with pytest.raises(ValueError, match="differing keys"):
+        Stage2Trainer(_args("codec.fsq_config.group_size=3"), str(data), tmp_path / "x", str(stage1_dir))

@@ -58,7 +58,7 @@ class JepaCodecOutput(ModelOutput):
 
 # Fields added after codecs were first saved: omitted from the identity while at the value that reproduces
 # the earlier architecture, so config hashes recorded by existing tokenizers stay valid.
-_LATER_FIELDS = {("encoder_config", "conformer_final_norm"): True}
+_LATER_FIELDS = {("encoder_config", "conformer_final_norm"): True, ("fsq_config", "pre_projection"): False}
 
 
 def _architecture_dict(config: JepaCodecConfig) -> dict:
@@ -120,7 +120,10 @@ class JepaCodecPreTrainedModel(PreTrainedAudioTokenizerBase):
     def _init_weights(self, module: nn.Module) -> None:
         """Conv / linear weights per `config.init_scheme` (authors: trunc_normal(0.02); fan_in: 1/sqrt(fan_in)),
         zero biases; gate and Snake defaults."""
-        if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)):
+        if getattr(module, "_identity_init", False):  # the pre-quantization projection starts as the identity
+            init.copy_(module.weight, torch.eye(module.weight.shape[0], dtype=module.weight.dtype))
+            init.zeros_(module.bias)
+        elif isinstance(module, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)):
             init.trunc_normal_(module.weight, std=init_weight_std(module, self.config.init_scheme))
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -148,12 +151,20 @@ class JepaCodecModel(JepaCodecPreTrainedModel):
         super().__init__(config)
         self.encoder = JepaEncoder(config)
         self.quantizer = FiniteScalarQuantizer(config.fsq_config.levels)
+        dim = config.fsq_config.dim
+        self.pre_quant = nn.Linear(dim, dim) if config.fsq_config.pre_projection else None
+        if self.pre_quant is not None:
+            self.pre_quant._identity_init = True
         self.decoder = JepaDecoder(config)
         self.post_init()
 
     # --- quantization ------------------------------------------------------------------------------
     def quantize(self, latents: torch.Tensor) -> JepaQuantizerOutput:
-        """latents [B, T, D] -> quantized [B, T, D], FSQ indices [B, T, D] and packed codes [B, T, G]."""
+        """latents [B, T, D] -> quantized [B, T, D], FSQ indices [B, T, D] and packed codes [B, T, G]
+        (through `pre_quant` first when the config has `fsq.pre_projection`; in fp32 like FSQ)."""
+        if self.pre_quant is not None:
+            with torch.autocast(device_type=latents.device.type, enabled=False):
+                latents = self.pre_quant(latents.float())
         out = self.quantizer(latents)
         codes = pack(out.indices, self.config.fsq_config.levels, self.config.fsq_config.group_size)
         return JepaQuantizerOutput(quantized=out.quantized, indices=out.indices, audio_codes=codes)

@@ -146,6 +146,9 @@ class CodecTrainer:
     def extra_logs(self) -> dict[str, float]:
         return {}
 
+    def before_first_step(self, dataset, sampler, collator) -> None:
+        """Hook run once after `build` on a fresh (not resumed) run, e.g. to calibrate from data."""
+
     def on_step_end(self) -> None:
         pass
 
@@ -314,6 +317,8 @@ class CodecTrainer:
         if resume_from is not None:
             self.load_checkpoint(resume_from)
             acc.print(f"resumed from {resume_from} at step {self.state.step}")
+        else:
+            self.before_first_step(dataset, sampler, collator)
         if acc.is_main_process:
             write_yaml_atomic(
                 self.output_dir / RUN_CONFIG_FILE,

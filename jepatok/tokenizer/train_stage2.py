@@ -59,6 +59,14 @@ class Stage2Args(TrainArgs):
     gan_before_disc: bool = _f(
         False, "add adversarial + FM terms before the discriminators train (authors' quirk)"
     )
+    calibrate_quantizer_batches: int = _f(
+        32,
+        "with fsq.pre_projection: batches of training audio whose encoder latents set the projection to a "
+        "whitening before step 1 (0 = keep the loaded projection; never on resume)",
+    )
+    quantizer_target_std: float = _f(
+        0.8, "std of each whitened dimension (0.8: FSQ's 4 tanh bins about equally used)"
+    )
     sample_every: int = _f(500, "write audio samples + spectrogram PNG every N steps (0 = never)")
     num_samples: int = _f(2, "clips written per sample dump")
 
@@ -82,8 +90,13 @@ def config_differences(a: JepaCodecConfig, b: JepaCodecConfig) -> dict[str, tupl
     return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
 
 
+# Differences a stage-1 checkpoint may have from the recipe: modules the recipe adds and stage 2 initialises.
+_ADDABLE = {"fsq_config.pre_projection": (None, True)}
+
+
 def load_stage1(path: str | Path, expected: JepaCodecConfig):
-    """Load a stage-1 `JepaCodecModel`, refusing one whose architecture differs from `expected`."""
+    """Load a stage-1 `JepaCodecModel`, refusing one whose architecture differs from `expected`, except for a
+    pre-quantization projection the recipe adds (it starts as the identity; stage 2 calibrates it)."""
     from .modeling import JepaCodecModel
 
     path = Path(path)
@@ -91,6 +104,9 @@ def load_stage1(path: str | Path, expected: JepaCodecConfig):
         raise FileNotFoundError(f"stage-1 checkpoint {str(path)!r} has no config.json (expected DIR/final)")
     found = JepaCodecConfig.from_pretrained(str(path))
     diff = config_differences(found, expected)
+    if diff and all(_ADDABLE.get(k) == v for k, v in diff.items()):
+        logger.info("stage-1 checkpoint %s lacks %s: added, starting as the identity", path, ", ".join(diff))
+        return JepaCodecModel.from_pretrained(str(path), config=expected)
     if diff:
         lines = ", ".join(f"{k}: checkpoint={va!r} recipe={vb!r}" for k, (va, vb) in diff.items())
         raise ValueError(
@@ -98,6 +114,24 @@ def load_stage1(path: str | Path, expected: JepaCodecConfig):
             f"({len(diff)} differing keys: {lines}); use the recipe the encoder was trained with"
         )
     return JepaCodecModel.from_pretrained(str(path))
+
+
+def whitening_projection(
+    count: torch.Tensor, total: torch.Tensor, outer: torch.Tensor, target_std: float, floor: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ZCA whitening from sufficient statistics of latents z [N, D] (count N, sum over frames [D], sum of z z^T
+    [D, D]): (weight [D, D], bias [D]) with W z + b zero-mean, decorrelated and of std `target_std` in every
+    direction. Eigenvalues below `floor` times the largest are raised to it (a direction the data never
+    varies in is not blown up to full scale)."""
+    n = float(count.reshape(-1)[0])
+    if n < 2:
+        raise ValueError(f"whitening needs at least 2 latent frames, got {int(n)}")
+    mean = total.double() / n
+    cov = outer.double() / n - torch.outer(mean, mean)
+    eigvals, eigvecs = torch.linalg.eigh((cov + cov.T) / 2)
+    eigvals = eigvals.clamp_min(float(eigvals.max().clamp_min(1e-30)) * floor)
+    weight = target_std * (eigvecs * eigvals.rsqrt()) @ eigvecs.T
+    return weight, -(weight @ mean)
 
 
 class Stage2Generator(nn.Module):
@@ -151,7 +185,8 @@ class Stage2Trainer(CodecTrainer):
                 "use grad_accum=1 and a larger batch_size"
             )
         generator = Stage2Generator(self.codec, a.finetune_encoder)
-        groups = [{"params": [p for p in self.codec.decoder.parameters()], "lr": a.lr}]
+        trained = [self.codec.decoder] + ([self.codec.pre_quant] if self.codec.pre_quant is not None else [])
+        groups = [{"params": [p for m in trained for p in m.parameters()], "lr": a.lr}]
         if a.finetune_encoder:
             groups.append({"params": list(self.codec.encoder.parameters()), "lr": a.encoder_lr or a.lr})
         g_opt = self.make_optimizer(groups, a.lr)
@@ -169,6 +204,42 @@ class Stage2Trainer(CodecTrainer):
 
     def checkpointed_modules(self) -> tuple[list, list]:
         return [self.gen, self.disc], [self.g_opt, self.d_opt]  # the order they were prepared in
+
+    def before_first_step(self, dataset, sampler, collator) -> None:
+        """Set `pre_quant` to a whitening of the encoder's latents on `calibrate_quantizer_batches` batches
+        (statistics summed over processes, so every process sets the same weights)."""
+        a, acc = self.args, self.accelerator
+        if self.codec.pre_quant is None or a.calibrate_quantizer_batches <= 0:
+            return
+        from ..data.training_data import iterate_batches
+
+        dim = self.codec.pre_quant.weight.shape[0]
+        count = torch.zeros(1, dtype=torch.float64, device=acc.device)
+        total = torch.zeros(dim, dtype=torch.float64, device=acc.device)
+        outer = torch.zeros(dim, dim, dtype=torch.float64, device=acc.device)
+        stream = iterate_batches(
+            dataset, sampler, collator, 0, 0
+        )  # its own stream: training data order unchanged
+        was_training = self.codec.encoder.training
+        self.codec.encoder.eval()
+        with torch.no_grad():
+            for _ in range(a.calibrate_quantizer_batches):
+                batch = next(stream)[1].to(acc.device)
+                enc = self.codec.encoder(batch.input_values, batch.padding_mask)
+                z = enc.latents[enc.frame_mask].double()  # valid frames only [N, D]
+                count += z.shape[0]
+                total += z.sum(0)
+                outer += z.T @ z
+        self.codec.encoder.train(was_training)
+        if acc.num_processes > 1:
+            count, total, outer = (acc.reduce(t, "sum") for t in (count, total, outer))
+        weight, bias = whitening_projection(count, total, outer, a.quantizer_target_std)
+        self.codec.pre_quant.weight.data.copy_(weight.to(self.codec.pre_quant.weight))
+        self.codec.pre_quant.bias.data.copy_(bias.to(self.codec.pre_quant.bias))
+        frames = int(count.item())
+        acc.print(
+            f"quantizer calibrated on {frames} frames: pre_quant whitens the latents to std {a.quantizer_target_std}"
+        )
 
     def train_step(self, batches: list[AudioBatch]) -> dict[str, float]:
         a, acc = self.args, self.accelerator

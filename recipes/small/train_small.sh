@@ -16,7 +16,12 @@ HOURS=${HOURS:-2}
 S1_STEPS=${S1_STEPS:-500}
 S2_STEPS=${S2_STEPS:-3000}
 S2_DISC=${S2_DISC:-2000}                 # discriminators from this step (= S2_STEPS: none)
-S2_EXTRA=${S2_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50"}
+S2_EXTRA=${S2_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 codec.fsq_config.pre_projection=false"}
+# Stage 2b continues stage 2 with the pre-quantization projection added (whitened from data at its start) and
+# the encoder fine-tuned at a low lr (S2B_STEPS=0 skips it: the tokenizer is then built from s2/final).
+S2B_STEPS=${S2B_STEPS:-7000}
+S2B_DISC=${S2B_DISC:-2000}
+S2B_EXTRA=${S2B_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 encoder_lr=5.0e-5"}
 S2_LAUNCH=${S2_LAUNCH:-".venv/bin/accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m jepatok.cli"}
 LM_STEPS=${LM_STEPS:-300}
 TEXT_VOCAB=${TEXT_VOCAB:-1000}
@@ -32,9 +37,16 @@ log() { echo "$1 $(ts)" | tee -a "$RUN/times.txt"; }
 [ -f "$RUN/s2/final/config.json" ] || { log "s2 start"; $S2_LAUNCH train-stage2 --recipe small --stage1 "$RUN/s1/final" \
     --data "$CODEC_CORPUS" --output-dir "$RUN/s2" --max-steps "$S2_STEPS" disc_start_step="$S2_DISC" log_every=10 \
     save_every=100 sample_every=250 $S2_EXTRA > "$RUN/s2.log" 2>&1; log "s2 done"; }
+CODEC_FINAL="$RUN/s2/final"
+if [ "$S2B_STEPS" -gt 0 ]; then
+  CODEC_FINAL="$RUN/s2b/final"
+  [ -f "$CODEC_FINAL/config.json" ] || { log "s2b start"; $S2_LAUNCH train-stage2 --recipe small --stage1 "$RUN/s2/final" \
+      --finetune-encoder --data "$CODEC_CORPUS" --output-dir "$RUN/s2b" --max-steps "$S2B_STEPS" \
+      disc_start_step="$S2B_DISC" log_every=10 save_every=100 sample_every=250 $S2B_EXTRA > "$RUN/s2b.log" 2>&1; log "s2b done"; }
+fi
 if [ ! -f "$RUN/tokenizer/tokenizer_config.json" ]; then
   log "tokenizer start"
-  $PY - "$RUN/s2/final" "$CORPUS/train/metadata.csv" "$RUN/tokenizer" "$TEXT_VOCAB" <<'PYEOF'
+  $PY - "$CODEC_FINAL" "$CORPUS/train/metadata.csv" "$RUN/tokenizer" "$TEXT_VOCAB" <<'PYEOF'
 import csv, sys
 from jepatok import JepaSpeechTokenizer
 codec_dir, meta, out, vocab = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
