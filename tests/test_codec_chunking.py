@@ -117,3 +117,24 @@ def test_bad_chunk_length(model, bad):
         model.encode(x, chunk_length_s=bad)
     with pytest.raises(ValueError, match="chunk_length_s"):
         model.decode(torch.zeros(1, 2, 19, dtype=torch.long), chunk_length_s=bad)
+
+
+def test_chunked_decode_with_frame_blocks_matches_whole():
+    """The decoder's frame-rate blocks widen its context by frame_layers * (kernel // 2) frames; chunked
+    decoding accounts for it (and the blocks do change the output)."""
+    torch.manual_seed(0)
+    config = JepaCodecConfig.from_preset("tiny", decoder_config={"frame_layers": 2})
+    framed = JepaCodecModel(config).eval()
+    plain = JepaCodecModel(JepaCodecConfig.from_preset("tiny")).eval()
+    assert framed.decoder.receptive_frames == plain.decoder.receptive_frames + 2
+    with torch.no_grad():
+        for block in framed.decoder.frame_blocks:
+            block.out.weight.mul_(30.0)  # well away from the near-identity start
+        q = framed.dequantize(framed.encode(_speechlike(1.5, 8000, 5).view(1, 1, -1)).audio_codes)
+        whole = framed.decode_latents(q)
+        chunked = decode_latents_chunked(framed.decoder, q, 0.1, 8000)
+        plain.decoder.load_state_dict(framed.decoder.state_dict(), strict=False)
+        without_blocks = plain.decode_latents(q)
+    scale = whole.abs().max()
+    assert (chunked - whole).abs().max() < 1e-4 * scale
+    assert (without_blocks - whole).abs().max() > 1e-2 * scale

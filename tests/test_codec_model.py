@@ -324,11 +324,15 @@ def test_init_scheme_is_validated_and_presets_choose_it():
 def test_pre_projection_starts_as_identity_round_trips_and_keeps_legacy_hashes(tmp_path):
     torch.manual_seed(0)
     plain = _model()
-    projected = JepaCodecModel(JepaCodecConfig.from_preset("tiny", fsq_config={"pre_projection": True})).eval()
+    projected = JepaCodecModel(
+        JepaCodecConfig.from_preset("tiny", fsq_config={"pre_projection": True})
+    ).eval()
     dim = projected.config.fsq_config.dim
     assert torch.equal(projected.pre_quant.weight, torch.eye(dim)) and not projected.pre_quant.bias.any()
     z = torch.randn(2, 3, dim)
-    assert torch.equal(projected.quantize(z).audio_codes, plain.quantize(z).audio_codes)  # identity: same codes
+    assert torch.equal(
+        projected.quantize(z).audio_codes, plain.quantize(z).audio_codes
+    )  # identity: same codes
     with torch.no_grad():
         projected.pre_quant.weight.mul_(-1.0)
     assert not torch.equal(projected.quantize(z).audio_codes, plain.quantize(z).audio_codes)

@@ -128,23 +128,35 @@ def test_whitening_projection_decorrelates_and_scales_held_out_latents():
     cov = torch.cov(y.T)
     top = torch.linalg.eigvalsh(cov)[-6:]  # the 6 directions the data varies in: each at std 0.8
     assert torch.allclose(top.sqrt(), torch.full((6,), 0.8, dtype=torch.float64), atol=0.1), top.sqrt()
-    assert torch.isfinite(weight).all() and float(torch.linalg.eigvalsh(cov)[0]) < 1e-6  # null space not blown up
+    assert (
+        torch.isfinite(weight).all() and float(torch.linalg.eigvalsh(cov)[0]) < 1e-6
+    )  # null space not blown up
     with pytest.raises(ValueError, match="at least 2 latent frames"):
         whitening_projection(torch.tensor([1.0]), fit[0], torch.outer(fit[0], fit[0]), 0.8)
 
 
 def test_adds_and_calibrates_a_pre_quantization_projection(tmp_path, stage1_dir):
-    """A stage-1 codec without `pre_quant` under a recipe with fsq.pre_projection: stage 2 adds it, whitens it
-    from data on a fresh run (not on resume: the resumed run matches the uninterrupted one exactly)."""
+    """A stage-1 codec without `pre_quant` and frame blocks under a recipe with both: stage 2 adds them and
+    whitens the projection from data on a fresh run (not on resume: the resumed run matches the uninterrupted one exactly)."""
     from jepatok import JepaCodecConfig
 
     data = make_audio_folder(tmp_path / "wavs")
-    extra = ("max_steps=3", "save_every=1", "codec.fsq_config.pre_projection=true", "calibrate_quantizer_batches=2")
+    extra = (
+        "max_steps=3",
+        "save_every=1",
+        "codec.fsq_config.pre_projection=true",
+        "codec.decoder_config.frame_layers=2",
+        "calibrate_quantizer_batches=2",
+    )
     full = Stage2Trainer(_args(*extra), str(data), tmp_path / "full", str(stage1_dir)).run()
     weights = load_weights(full / "model.safetensors")
     dim = weights["pre_quant.weight"].shape[0]
-    assert not torch.allclose(weights["pre_quant.weight"], torch.eye(dim), atol=0.05)  # calibrated, not identity
-    assert JepaCodecConfig.from_pretrained(str(full)).fsq_config.pre_projection is True
+    assert not torch.allclose(
+        weights["pre_quant.weight"], torch.eye(dim), atol=0.05
+    )  # calibrated, not identity
+    saved = JepaCodecConfig.from_pretrained(str(full))
+    assert saved.fsq_config.pre_projection is True and saved.decoder_config.frame_layers == 2
+    assert "decoder.frame_blocks.1.out.weight" in weights
     cut = tmp_path / "cut"
     assert Stage2Trainer(_args(*extra, "halt_after_steps=1"), str(data), cut, str(stage1_dir)).run() is None
     resumed = Stage2Trainer(_args(*extra), str(data), cut, str(stage1_dir), resume=True).run()

@@ -1,5 +1,6 @@
 """HiFi-GAN-style decoder of the JEPA codec (arXiv 2512.07168 Sec. 3; HiFi-GAN arXiv 2010.05646).
 
+    frame_layers x FrameBlock(latent_dim) at the frame rate (0 for the paper)
     Conv1d(latent_dim -> C0, k1)
     per block i: Snake -> ConvTranspose1d(k=2s, stride s, cropped to T*s) -> MRF (average of ResBlock1s)
     Conv1d(C_last -> 1, k7) -> tanh                                       -> audio [B, 1, T * hop]
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .configuration import JepaCodecConfig
@@ -39,6 +41,23 @@ class DecoderBlock(nn.Module):
         return self.mrf(self.upsample(self.snake(x)))
 
 
+class FrameBlock(nn.Module):
+    """Residual block at the frame rate: LayerNorm -> Conv1d(D, 4D, k) -> GELU -> Conv1d(4D, D, 1), plus input.
+    Its output convolution starts small (x0.1 under init_scheme="fan_in"), so a block added to a trained
+    decoder starts close to the identity."""
+
+    def __init__(self, dim: int, kernel_size: int, mult: int = 4):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.conv = nn.Conv1d(dim, mult * dim, kernel_size, padding=kernel_size // 2)
+        self.out = nn.Conv1d(mult * dim, dim, kernel_size=1)
+        self.out._init_gain = 0.1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, D, T] -> [B, D, T]
+        h = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        return x + self.out(F.gelu(self.conv(h)))
+
+
 class JepaDecoder(nn.Module):
     """Latents (quantized) [B, T, D] -> waveform [B, 1, T * hop] in [-1, 1]; differentiable.
 
@@ -50,7 +69,11 @@ class JepaDecoder(nn.Module):
         super().__init__()
         dec = config.decoder_config
         self.hop_length = dec.hop_length
-        self.in_proj = nn.Conv1d(config.encoder_config.latent_dim, dec.channels[0], kernel_size=1)
+        dim = config.encoder_config.latent_dim
+        self.frame_blocks = nn.ModuleList(
+            FrameBlock(dim, dec.frame_kernel_size) for _ in range(dec.frame_layers)
+        )
+        self.in_proj = nn.Conv1d(dim, dec.channels[0], kernel_size=1)
         self.blocks = nn.ModuleList(
             DecoderBlock(dec.channels[i], dec.channels[i + 1], s, dec.mrf_kernel_sizes, dec.mrf_dilations)
             for i, s in enumerate(dec.strides)
@@ -72,7 +95,7 @@ class JepaDecoder(nn.Module):
                     layers += [(k, d, 1), (k, 1, 1)]
             layers.append((2, s, s))  # transposed conv: each output sample reads 2 inputs, s samples apart
         span = receptive_field(layers)  # in output samples; kernels are centred, so half of it per side
-        return math.ceil(span / 2 / dec.hop_length) + 1
+        return math.ceil(span / 2 / dec.hop_length) + 1 + dec.frame_layers * (dec.frame_kernel_size // 2)
 
     @property
     def receptive_frames(self) -> int:
@@ -82,7 +105,10 @@ class JepaDecoder(nn.Module):
         """quantized [B, T, D] -> audio [B, 1, T * hop]."""
         if quantized.dim() != 3:
             raise ValueError(f"decoder expects quantized latents [B, T, D], got {list(quantized.shape)}")
-        x = self.in_proj(quantized.transpose(1, 2).to(self.in_proj.weight.dtype))
+        x = quantized.transpose(1, 2).to(self.in_proj.weight.dtype)
+        for block in self.frame_blocks:
+            x = block(x)
+        x = self.in_proj(x)
         for block in self.blocks:
             x = block(x)
         return torch.tanh(self.out_conv(x))

@@ -58,7 +58,12 @@ class JepaCodecOutput(ModelOutput):
 
 # Fields added after codecs were first saved: omitted from the identity while at the value that reproduces
 # the earlier architecture, so config hashes recorded by existing tokenizers stay valid.
-_LATER_FIELDS = {("encoder_config", "conformer_final_norm"): True, ("fsq_config", "pre_projection"): False}
+_LATER_FIELDS = {
+    ("encoder_config", "conformer_final_norm"): True,
+    ("fsq_config", "pre_projection"): False,
+    ("decoder_config", "frame_layers"): 0,
+    ("decoder_config", "frame_kernel_size"): 3,
+}
 
 
 def _architecture_dict(config: JepaCodecConfig) -> dict:

@@ -90,13 +90,15 @@ def config_differences(a: JepaCodecConfig, b: JepaCodecConfig) -> dict[str, tupl
     return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
 
 
-# Differences a stage-1 checkpoint may have from the recipe: modules the recipe adds and stage 2 initialises.
-_ADDABLE = {"fsq_config.pre_projection": (None, True)}
+# Fields a loaded checkpoint may lack (saved before them, so at their legacy value) while the recipe sets them:
+# the modules they add are initialised by stage 2.
+_ADDABLE = {"fsq_config.pre_projection", "decoder_config.frame_layers"}
 
 
 def load_stage1(path: str | Path, expected: JepaCodecConfig):
-    """Load a stage-1 `JepaCodecModel`, refusing one whose architecture differs from `expected`, except for a
-    pre-quantization projection the recipe adds (it starts as the identity; stage 2 calibrates it)."""
+    """Load a stage-1 `JepaCodecModel`, refusing one whose architecture differs from `expected`, except for
+    modules the recipe adds to a checkpoint saved without them: the pre-quantization projection (starts as the
+    identity; stage 2 calibrates it) and the decoder's frame blocks (start close to the identity)."""
     from .modeling import JepaCodecModel
 
     path = Path(path)
@@ -104,9 +106,11 @@ def load_stage1(path: str | Path, expected: JepaCodecConfig):
         raise FileNotFoundError(f"stage-1 checkpoint {str(path)!r} has no config.json (expected DIR/final)")
     found = JepaCodecConfig.from_pretrained(str(path))
     diff = config_differences(found, expected)
-    if diff and all(_ADDABLE.get(k) == v for k, v in diff.items()):
+    if diff and all(k in _ADDABLE and old is None for k, (old, _) in diff.items()):
         logger.info("stage-1 checkpoint %s lacks %s: added, starting as the identity", path, ", ".join(diff))
-        return JepaCodecModel.from_pretrained(str(path), config=expected)
+        with torch.random.fork_rng(devices=[]):  # the added modules' init must not depend on the global RNG
+            torch.manual_seed(0)
+            return JepaCodecModel.from_pretrained(str(path), config=expected)
     if diff:
         lines = ", ".join(f"{k}: checkpoint={va!r} recipe={vb!r}" for k, (va, vb) in diff.items())
         raise ValueError(
