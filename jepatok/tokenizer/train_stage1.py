@@ -169,8 +169,7 @@ class Stage1Trainer(CodecTrainer):
                 f"{logs['pred_std']:.2e} < {self.args.collapse_std_threshold} (target std {logs['target_std']:.2e}, "
                 f"effective rank of z {logs['z_effective_rank']:.2f})"
             )
-            logger.warning(msg)
-            self.accelerator.print("WARNING: " + msg)
+            self._warn(msg)
         ratio = logs.get("z_between_clip_ratio")
         if ratio is not None and ratio < self.args.collapse_between_ratio:
             msg = (
@@ -178,9 +177,13 @@ class Stage1Trainer(CodecTrainer):
                 f"{logs['z_between_clip_std']:.2e} is {ratio:.2f} of its overall std {logs['z_std']:.2e} "
                 f"(< {self.args.collapse_between_ratio}): codes depend on the frame position, not the audio"
             )
-            logger.warning(msg)
-            self.accelerator.print("WARNING: " + msg)
+            self._warn(msg)
         return logs
+
+    def _warn(self, msg: str) -> None:
+        """To the log and, on the main process, to the console (tqdm hides plain logging)."""
+        logger.warning(msg)
+        self.accelerator.print("WARNING: " + msg)
 
     def final_model(self):
         return self.codec

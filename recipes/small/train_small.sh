@@ -17,11 +17,12 @@ S1_STEPS=${S1_STEPS:-500}
 S2_STEPS=${S2_STEPS:-3000}
 S2_DISC=${S2_DISC:-2000}                 # discriminators from this step (= S2_STEPS: none)
 S2_EXTRA=${S2_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 codec.fsq_config.pre_projection=false"}
-# Stage 2b continues stage 2 with the pre-quantization projection added (whitened from data at its start) and
-# the encoder fine-tuned at a low lr (S2B_STEPS=0 skips it: the tokenizer is then built from s2/final).
-S2B_STEPS=${S2B_STEPS:-7000}
-S2B_DISC=${S2B_DISC:-2000}
-S2B_EXTRA=${S2B_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 encoder_lr=5.0e-5"}
+# Stage 2b continues stage 2 with the pre-quantization projection (whitened from data at its start) and the
+# decoder's frame blocks added, and the encoder fine-tuned at a low lr (S2B_STEPS=0 skips it: the tokenizer
+# is then built from s2/final). The shipped run did this in two parts; see the model card.
+S2B_STEPS=${S2B_STEPS:-4500}
+S2B_DISC=${S2B_DISC:-2100}
+S2B_EXTRA=${S2B_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 encoder_lr=1.0e-4"}
 S2_LAUNCH=${S2_LAUNCH:-".venv/bin/accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m jepatok.cli"}
 LM_STEPS=${LM_STEPS:-300}
 TEXT_VOCAB=${TEXT_VOCAB:-1000}
