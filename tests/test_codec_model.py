@@ -346,3 +346,28 @@ def test_pre_projection_starts_as_identity_round_trips_and_keeps_legacy_hashes(t
     assert codec_identity(JepaCodecModel(explicit))["config_hash"] == codec_identity(plain)["config_hash"]
     with pytest.raises(ValueError, match="pre_projection must be a bool"):
         JepaCodecConfig.from_preset("tiny", fsq_config={"pre_projection": "yes"})
+
+
+def test_envelope_is_placed_at_its_sub_frames():
+    """decoder_config.envelope_bands: the predicted envelope [B, T, M * S] (band-major like
+    jepa.spectral_patches) enters the decoder as [B, M, T * S] with sub-frame s of frame t at t * S + s."""
+    torch.manual_seed(0)
+    config = JepaCodecConfig.from_preset(
+        "tiny", decoder_config={"envelope_bands": 3, "envelope_subframes": 4, "frame_layers": 1}
+    )
+    model = JepaCodecModel(config).eval()
+    assert model.decoder.envelope_block == 0
+    seen = {}
+    model.decoder.envelope_in.register_forward_hook(lambda mod, inp, out: seen.update(placed=inp[0]))
+    q = torch.rand(2, 5, config.fsq_config.dim) * 2 - 1
+    with torch.no_grad():
+        audio, envelope = model.decoder(q, return_envelope=True)
+    assert audio.shape == (2, 1, 5 * config.hop_length) and envelope.shape == (2, 5, 3 * 4)
+    placed = seen["placed"]
+    assert placed.shape == (2, 3, 5 * 4)
+    for t in range(5):
+        for s in range(4):
+            torch.testing.assert_close(placed[:, :, t * 4 + s], envelope[:, t].reshape(2, 3, 4)[:, :, s])
+    assert torch.equal(model.decoder(q), audio)  # same audio without asking for the envelope
+    with pytest.raises(ValueError, match="envelope_subframes"):
+        JepaCodecConfig.from_preset("tiny", decoder_config={"envelope_bands": 3, "envelope_subframes": 5})

@@ -45,7 +45,8 @@ def test_few_steps_lower_the_loss_on_a_fixed_batch(tiny_codec_config, make_sine,
     audio = torch.stack([make_sine(0.1, 8000, 220.0), make_sine(0.1, 8000, 330.0)]).unsqueeze(1)
     recon = []
     for _ in range(12):
-        fake = gen(audio, None)
+        fake, envelope = gen(audio, None)
+        assert envelope is None  # the tiny decoder has no envelope path
         d_out = disc(torch.cat([audio, fake.detach()]))
         real, gen_out = JepaDiscriminators.split(d_out, 2)
         d_opt.zero_grad()
@@ -136,7 +137,7 @@ def test_whitening_projection_decorrelates_and_scales_held_out_latents():
 
 
 def test_adds_and_calibrates_a_pre_quantization_projection(tmp_path, stage1_dir):
-    """A stage-1 codec without `pre_quant` and frame blocks under a recipe with both: stage 2 adds them and
+    """A stage-1 codec without `pre_quant`, frame blocks and envelope under a recipe with them: stage 2 adds them and
     whitens the projection from data on a fresh run (not on resume: the resumed run matches the uninterrupted one exactly)."""
     from jepatok import JepaCodecConfig
 
@@ -146,6 +147,8 @@ def test_adds_and_calibrates_a_pre_quantization_projection(tmp_path, stage1_dir)
         "save_every=1",
         "codec.fsq_config.pre_projection=true",
         "codec.decoder_config.frame_layers=2",
+        "codec.decoder_config.envelope_bands=4",
+        "codec.decoder_config.envelope_subframes=4",
         "calibrate_quantizer_batches=2",
     )
     full = Stage2Trainer(_args(*extra), str(data), tmp_path / "full", str(stage1_dir)).run()
@@ -156,7 +159,9 @@ def test_adds_and_calibrates_a_pre_quantization_projection(tmp_path, stage1_dir)
     )  # calibrated, not identity
     saved = JepaCodecConfig.from_pretrained(str(full))
     assert saved.fsq_config.pre_projection is True and saved.decoder_config.frame_layers == 2
-    assert "decoder.frame_blocks.1.out.weight" in weights
+    assert "decoder.frame_blocks.1.out.weight" in weights and "decoder.envelope_head.weight" in weights
+    logged = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["gen_envelope"] > 0 for r in logged)  # the envelope is trained
     cut = tmp_path / "cut"
     assert Stage2Trainer(_args(*extra, "halt_after_steps=1"), str(data), cut, str(stage1_dir)).run() is None
     resumed = Stage2Trainer(_args(*extra), str(data), cut, str(stage1_dir), resume=True).run()

@@ -233,6 +233,14 @@ class JepaDecoderConfig(PretrainedConfig):
             quantized frame nonlinearly, with its neighbours, before any up-sampling, at almost no cost at
             2.5 frames/s. 0 is the paper's decoder; `small` uses 4.
         frame_kernel_size (`int`, defaults to 3): Kernel (in frames, odd) of those blocks.
+        envelope_bands (`int`, defaults to 0): When > 0, the decoder predicts each frame's log-mel envelope
+            (`envelope_bands` bands x `envelope_subframes` sub-frames, linear from the frame features; stage 2
+            trains it against the input's log-mel with `envelope_weight`) and adds it, placed at its
+            sub-frame positions, to the output of the up-sampling block whose total stride equals
+            `envelope_subframes`. The up-sampling stack then only has to render a spectrogram locally
+            instead of placing sound inside a 0.4 s frame. 0 is the paper's decoder; `small` uses 32.
+        envelope_subframes (`int`, defaults to 20): Sub-frames per frame of that envelope (must equal the
+            product of the first few decoder strides and divide the hop).
     """
 
     model_type = "jepa_codec_decoder"
@@ -247,6 +255,8 @@ class JepaDecoderConfig(PretrainedConfig):
         out_kernel_size: int = 7,
         frame_layers: int = 0,
         frame_kernel_size: int = 3,
+        envelope_bands: int = 0,
+        envelope_subframes: int = 20,
         **kwargs,
     ):
         owner = "decoder"
@@ -272,7 +282,28 @@ class JepaDecoderConfig(PretrainedConfig):
         self.frame_kernel_size = _positive("frame_kernel_size", frame_kernel_size, owner)
         if frame_kernel_size % 2 == 0:
             raise ValueError(f"decoder.frame_kernel_size must be odd, got {frame_kernel_size}")
+        if isinstance(envelope_bands, bool) or not isinstance(envelope_bands, int) or envelope_bands < 0:
+            raise ValueError(f"decoder.envelope_bands must be an int >= 0, got {envelope_bands!r}")
+        self.envelope_bands = envelope_bands
+        self.envelope_subframes = _positive("envelope_subframes", envelope_subframes, owner)
+        if envelope_bands:
+            _ = self.envelope_block  # raises when no prefix of the strides multiplies to envelope_subframes
         super().__init__(**kwargs)
+
+    @property
+    def envelope_block(self) -> int | None:
+        """Index of the up-sampling block after which the envelope is added (None when it is off)."""
+        if not self.envelope_bands:
+            return None
+        total = 1
+        for i, s in enumerate(self.strides):
+            total *= s
+            if total == self.envelope_subframes:
+                return i
+        raise ValueError(
+            f"decoder.envelope_subframes ({self.envelope_subframes}) must equal the product of the first few "
+            f"decoder strides {self.strides} (e.g. {self.strides[0] * self.strides[1]})"
+        )
 
     @property
     def hop_length(self) -> int:
@@ -395,6 +426,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "mrf_kernel_sizes": [3],
             "mrf_dilations": [1, 3],
             "frame_layers": 4,
+            "envelope_bands": 32,
+            "envelope_subframes": 20,
         },
         "fsq_config": {"pre_projection": True},
         "predictor_config": {"hidden_dim": 128, "num_layers": 2, "heads": 8},

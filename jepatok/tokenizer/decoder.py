@@ -74,6 +74,14 @@ class JepaDecoder(nn.Module):
             FrameBlock(dim, dec.frame_kernel_size) for _ in range(dec.frame_layers)
         )
         self.in_proj = nn.Conv1d(dim, dec.channels[0], kernel_size=1)
+        self.envelope_block = dec.envelope_block
+        if self.envelope_block is not None:
+            self.envelope_bands, self.envelope_subframes = dec.envelope_bands, dec.envelope_subframes
+            self.envelope_head = nn.Conv1d(dim, dec.envelope_bands * dec.envelope_subframes, kernel_size=1)
+            self.envelope_in = nn.Conv1d(
+                dec.envelope_bands, dec.channels[self.envelope_block + 1], kernel_size=1
+            )
+            self.envelope_in._init_gain = 0.1  # added to a trained decoder: start as a small perturbation
         self.blocks = nn.ModuleList(
             DecoderBlock(dec.channels[i], dec.channels[i + 1], s, dec.mrf_kernel_sizes, dec.mrf_dilations)
             for i, s in enumerate(dec.strides)
@@ -101,14 +109,27 @@ class JepaDecoder(nn.Module):
     def receptive_frames(self) -> int:
         return self._receptive_frames
 
-    def forward(self, quantized: torch.Tensor) -> torch.Tensor:
-        """quantized [B, T, D] -> audio [B, 1, T * hop]."""
+    def forward(self, quantized: torch.Tensor, return_envelope: bool = False):
+        """quantized [B, T, D] -> audio [B, 1, T * hop] (and, with `return_envelope`, the predicted log-mel
+        envelope [B, T, envelope_bands * envelope_subframes], band-major per frame like
+        `jepa.spectral_patches`; None when the decoder has none)."""
         if quantized.dim() != 3:
             raise ValueError(f"decoder expects quantized latents [B, T, D], got {list(quantized.shape)}")
         x = quantized.transpose(1, 2).to(self.in_proj.weight.dtype)
         for block in self.frame_blocks:
             x = block(x)
+        envelope = self.envelope_head(x) if self.envelope_block is not None else None  # [B, M * S, T]
         x = self.in_proj(x)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             x = block(x)
-        return torch.tanh(self.out_conv(x))
+            if i == self.envelope_block:
+                b, _, t = envelope.shape
+                placed = envelope.reshape(b, self.envelope_bands, self.envelope_subframes, t)
+                placed = placed.permute(0, 1, 3, 2).reshape(
+                    b, self.envelope_bands, t * self.envelope_subframes
+                )
+                x = x + self.envelope_in(placed)
+        audio = torch.tanh(self.out_conv(x))
+        if return_envelope:
+            return audio, None if envelope is None else envelope.transpose(1, 2)
+        return audio

@@ -63,6 +63,8 @@ _LATER_FIELDS = {
     ("fsq_config", "pre_projection"): False,
     ("decoder_config", "frame_layers"): 0,
     ("decoder_config", "frame_kernel_size"): 3,
+    ("decoder_config", "envelope_bands"): 0,
+    ("decoder_config", "envelope_subframes"): 20,
 }
 
 

@@ -67,6 +67,11 @@ class Stage2Args(TrainArgs):
     quantizer_target_std: float = _f(
         0.8, "std of each whitened dimension (0.8: FSQ's 4 tanh bins about equally used)"
     )
+    envelope_weight: float = _f(
+        1.0,
+        "decoders with envelope_bands > 0: weight of the L1 between the predicted log-mel envelope and the "
+        "input's (jepa.spectral_patches scale), on valid frames",
+    )
     sample_every: int = _f(500, "write audio samples + spectrogram PNG every N steps (0 = never)")
     num_samples: int = _f(2, "clips written per sample dump")
 
@@ -92,7 +97,12 @@ def config_differences(a: JepaCodecConfig, b: JepaCodecConfig) -> dict[str, tupl
 
 # Fields a loaded checkpoint may lack (saved before them, so at their legacy value) while the recipe sets them:
 # the modules they add are initialised by stage 2.
-_ADDABLE = {"fsq_config.pre_projection", "decoder_config.frame_layers"}
+_ADDABLE = {
+    "fsq_config.pre_projection",
+    "decoder_config.frame_layers",
+    "decoder_config.envelope_bands",
+    "decoder_config.envelope_subframes",
+}
 
 
 def load_stage1(path: str | Path, expected: JepaCodecConfig):
@@ -153,13 +163,16 @@ class Stage2Generator(nn.Module):
             self.codec.encoder.eval()
         return self
 
-    def forward(self, input_values: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-        """[B, 1, L] (L a multiple of the hop) -> reconstruction [B, 1, L]."""
+    def forward(
+        self, input_values: torch.Tensor, padding_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[B, 1, L] (L a multiple of the hop) -> (reconstruction [B, 1, L], the decoder's predicted log-mel
+        envelope [B, T, bands * subframes] or None)."""
         with torch.set_grad_enabled(self.finetune_encoder and torch.is_grad_enabled()):
             latents = self.codec.encoder(input_values, padding_mask).latents  # [B, T, D]
         quantized = self.codec.quantize(latents).quantized
-        audio = self.codec.decode_latents(quantized)
-        return audio[..., : input_values.shape[-1]]
+        audio, envelope = self.codec.decoder(quantized, return_envelope=True)
+        return audio[..., : input_values.shape[-1]], envelope
 
 
 class Stage2Trainer(CodecTrainer):
@@ -255,10 +268,12 @@ class Stage2Trainer(CodecTrainer):
         # reduced by the first backward that reaches it; so with several micro-batches every forward runs
         # in no_sync and the gradients are all-reduced once, explicitly, after the last backward.
         manual_reduce = n > 1 and acc.num_processes > 1
-        fakes = []
+        fakes, envelopes = [], []
         for b in batches:
             with acc.no_sync(self.gen) if manual_reduce else nullcontext(), acc.autocast():
-                fakes.append(self.gen(b.input_values, b.padding_mask))
+                fake, envelope = self.gen(b.input_values, b.padding_mask)
+            fakes.append(fake)
+            envelopes.append(envelope)
         metrics: dict[str, float] = {}
         if disc_on:  # 1) discriminator step on detached reconstructions
             self.d_opt.zero_grad(set_to_none=True)
@@ -279,7 +294,7 @@ class Stage2Trainer(CodecTrainer):
             metrics["disc_lr"] = self.d_sched.get_last_lr()[0]
         # 2) generator step
         sums: dict[str, float] = {}
-        for b, fake in zip(batches, fakes):
+        for b, fake, envelope in zip(batches, fakes, envelopes):
             with acc.autocast():
                 kwargs = {}
                 if use_gan:
@@ -301,11 +316,16 @@ class Stage2Trainer(CodecTrainer):
                     sampling_rate=self.config.sampling_rate,
                     **kwargs,
                 )
-            acc.backward(losses.total / n)
+            total = losses.total
+            if envelope is not None and a.envelope_weight > 0:
+                env_loss = self.envelope_loss(envelope, b)
+                total = total + a.envelope_weight * env_loss
+                sums["gen_envelope"] = sums.get("gen_envelope", 0.0) + float(env_loss.detach()) / n
+            acc.backward(total / n)
             for k, v in losses.as_dict("gen_").items():
                 sums[k] = sums.get(k, 0.0) + v / n
         metrics.update(sums)
-        metrics["loss"] = metrics.pop("gen_loss")
+        metrics["loss"] = metrics.pop("gen_loss") + a.envelope_weight * metrics.get("gen_envelope", 0.0)
         params = [p for p in _unwrap_mod(self.gen).parameters() if p.requires_grad]
         if manual_reduce:
             average_gradients(params, acc.num_processes)
@@ -317,6 +337,23 @@ class Stage2Trainer(CodecTrainer):
         if a.sample_every and (step + 1) % a.sample_every == 0 and acc.is_main_process:
             self.write_samples(step + 1, batches[0], fakes[0].detach(), metrics)
         return metrics
+
+    def envelope_loss(self, envelope: torch.Tensor, batch: AudioBatch) -> torch.Tensor:
+        """L1 between the decoder's predicted envelope [B, T, M * S] and the input's log-mel patches, over
+        the frames that cover real samples."""
+        from .encoder import frame_mask_from_lengths, valid_lengths
+        from .jepa import spectral_patches
+
+        dec = self.config.decoder_config
+        x, hop = batch.input_values, self.config.hop_length
+        with torch.no_grad():
+            target = spectral_patches(
+                x, hop, self.config.sampling_rate, dec.envelope_bands, dec.envelope_subframes
+            )
+            lengths = valid_lengths(batch.padding_mask, x.shape[0], x.shape[-1], x.device)
+            mask = frame_mask_from_lengths(lengths, target.shape[1], hop)
+        diff = (envelope.float() - target).abs().mean(-1)  # [B, T]
+        return (diff * mask).sum() / mask.sum().clamp_min(1)
 
     def disc_for_generator(self, real_audio: torch.Tensor, fake: torch.Tensor):
         """Discriminator outputs for the generator loss: real audio without autograd (its features are
