@@ -162,6 +162,16 @@ def test_adds_and_calibrates_a_pre_quantization_projection(tmp_path, stage1_dir)
     assert "decoder.frame_blocks.1.out.weight" in weights and "decoder.envelope_head.weight" in weights
     logged = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["gen_envelope"] > 0 for r in logged)  # the envelope is trained
+    # its head starts as the ridge regression to the log-mel patches: a closer first-step fit than without
+    plain = Stage2Trainer(
+        _args(*extra, "max_steps=1", "calibrate_envelope_batches=0"),
+        str(data),
+        tmp_path / "plain",
+        str(stage1_dir),
+    ).run()
+    assert plain is not None
+    first = json.loads((tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()[0])
+    assert logged[0]["gen_envelope"] < first["gen_envelope"]
     cut = tmp_path / "cut"
     assert Stage2Trainer(_args(*extra, "halt_after_steps=1"), str(data), cut, str(stage1_dir)).run() is None
     resumed = Stage2Trainer(_args(*extra), str(data), cut, str(stage1_dir), resume=True).run()

@@ -109,15 +109,21 @@ class JepaDecoder(nn.Module):
     def receptive_frames(self) -> int:
         return self._receptive_frames
 
+    def frame_features(self, quantized: torch.Tensor) -> torch.Tensor:
+        """quantized [B, T, D] -> the frame blocks' output [B, D, T] (what the in-projection and the envelope
+        head read)."""
+        x = quantized.transpose(1, 2).to(self.in_proj.weight.dtype)
+        for block in self.frame_blocks:
+            x = block(x)
+        return x
+
     def forward(self, quantized: torch.Tensor, return_envelope: bool = False):
         """quantized [B, T, D] -> audio [B, 1, T * hop] (and, with `return_envelope`, the predicted log-mel
         envelope [B, T, envelope_bands * envelope_subframes], band-major per frame like
         `jepa.spectral_patches`; None when the decoder has none)."""
         if quantized.dim() != 3:
             raise ValueError(f"decoder expects quantized latents [B, T, D], got {list(quantized.shape)}")
-        x = quantized.transpose(1, 2).to(self.in_proj.weight.dtype)
-        for block in self.frame_blocks:
-            x = block(x)
+        x = self.frame_features(quantized)
         envelope = self.envelope_head(x) if self.envelope_block is not None else None  # [B, M * S, T]
         x = self.in_proj(x)
         for i, block in enumerate(self.blocks):

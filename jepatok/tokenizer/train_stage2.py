@@ -67,6 +67,12 @@ class Stage2Args(TrainArgs):
     quantizer_target_std: float = _f(
         0.8, "std of each whitened dimension (0.8: FSQ's 4 tanh bins about equally used)"
     )
+    calibrate_envelope_batches: int = _f(
+        32,
+        "decoders with envelope_bands > 0: batches of training audio on which the envelope head is set to the "
+        "ridge regression from the frame features to the input's log-mel patches before step 1 (0 = keep it; "
+        "never on resume)",
+    )
     envelope_weight: float = _f(
         1.0,
         "decoders with envelope_bands > 0: weight of the L1 between the predicted log-mel envelope and the "
@@ -223,11 +229,70 @@ class Stage2Trainer(CodecTrainer):
         return [self.gen, self.disc], [self.g_opt, self.d_opt]  # the order they were prepared in
 
     def before_first_step(self, dataset, sampler, collator) -> None:
-        """Set `pre_quant` to a whitening of the encoder's latents on `calibrate_quantizer_batches` batches
-        (statistics summed over processes, so every process sets the same weights)."""
+        """Calibrations from data on a fresh run: `pre_quant`, then the envelope head (each on its own stream
+        of training batches; statistics summed over processes, so every process sets the same weights)."""
+        a = self.args
+        if self.codec.pre_quant is not None and a.calibrate_quantizer_batches > 0:
+            self.calibrate_quantizer(dataset, sampler, collator)
+        if self.codec.decoder.envelope_block is not None and a.calibrate_envelope_batches > 0:
+            self.calibrate_envelope(dataset, sampler, collator)
+
+    def calibrate_envelope(self, dataset, sampler, collator, ridge: float = 1e-3) -> None:
+        """Set the decoder's envelope head to the ridge regression (penalty `ridge` x mean feature variance)
+        from its frame features to the input's log-mel patches, over `calibrate_envelope_batches` batches."""
+        from ..data.training_data import iterate_batches
+        from .encoder import frame_mask_from_lengths, valid_lengths
+        from .jepa import spectral_patches
+
+        a, acc, codec = self.args, self.accelerator, self.codec
+        dec, hop = self.config.decoder_config, self.config.hop_length
+        head = codec.decoder.envelope_head
+        d, k = head.in_channels, head.out_channels
+        dev, f64 = acc.device, torch.float64
+        stats = {
+            "n": torch.zeros(1, dtype=f64, device=dev),
+            "sx": torch.zeros(d, dtype=f64, device=dev),
+            "sy": torch.zeros(k, dtype=f64, device=dev),
+            "xx": torch.zeros(d, d, dtype=f64, device=dev),
+            "xy": torch.zeros(d, k, dtype=f64, device=dev),
+        }
+        stream = iterate_batches(dataset, sampler, collator, 0, 0)
+        was_training = codec.training
+        codec.eval()
+        with torch.no_grad():
+            for _ in range(a.calibrate_envelope_batches):
+                b = next(stream)[1].to(dev)
+                q = codec.quantize(codec.encoder(b.input_values, b.padding_mask).latents).quantized
+                x = codec.decoder.frame_features(q).transpose(1, 2)  # [B, T, D]
+                y = spectral_patches(
+                    b.input_values, hop, self.config.sampling_rate, dec.envelope_bands, dec.envelope_subframes
+                )
+                lengths = valid_lengths(b.padding_mask, x.shape[0], b.input_values.shape[-1], dev)
+                m = frame_mask_from_lengths(lengths, x.shape[1], hop)
+                x, y = x[m].double(), y[m].double()
+                stats["n"] += x.shape[0]
+                stats["sx"] += x.sum(0)
+                stats["sy"] += y.sum(0)
+                stats["xx"] += x.T @ x
+                stats["xy"] += x.T @ y
+        codec.train(was_training)
+        if acc.num_processes > 1:
+            stats = {key: acc.reduce(v, "sum") for key, v in stats.items()}
+        n = float(stats["n"][0])
+        if n < 2:
+            raise ValueError(f"envelope calibration needs at least 2 valid frames, got {int(n)}")
+        mx, my = stats["sx"] / n, stats["sy"] / n
+        cxx = stats["xx"] / n - torch.outer(mx, mx)
+        cxy = stats["xy"] / n - torch.outer(mx, my)
+        penalty = ridge * float(torch.diagonal(cxx).mean().clamp_min(1e-12))
+        w = torch.linalg.solve(cxx + penalty * torch.eye(d, dtype=f64, device=dev), cxy)  # [D, K]
+        head.weight.data.copy_(w.T.unsqueeze(-1).to(head.weight))
+        head.bias.data.copy_((my - mx @ w).to(head.bias))
+        acc.print(f"envelope head calibrated on {int(n)} frames (ridge regression to the log-mel patches)")
+
+    def calibrate_quantizer(self, dataset, sampler, collator) -> None:
+        """Set `pre_quant` to a whitening of the encoder's latents on `calibrate_quantizer_batches` batches."""
         a, acc = self.args, self.accelerator
-        if self.codec.pre_quant is None or a.calibrate_quantizer_batches <= 0:
-            return
         from ..data.training_data import iterate_batches
 
         dim = self.codec.pre_quant.weight.shape[0]
