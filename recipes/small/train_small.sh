@@ -16,13 +16,17 @@ HOURS=${HOURS:-2}
 S1_STEPS=${S1_STEPS:-500}
 S2_STEPS=${S2_STEPS:-3000}
 S2_DISC=${S2_DISC:-2000}                 # discriminators from this step (= S2_STEPS: none)
-S2_EXTRA=${S2_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 codec.fsq_config.pre_projection=false"}
-# Stage 2b continues stage 2 with the pre-quantization projection (whitened from data at its start) and the
-# decoder's frame blocks added, and the encoder fine-tuned at a low lr (S2B_STEPS=0 skips it: the tokenizer
+# Stages 1 and 2 train the codec as it was before the pre-quantization projection, the decoder's frame blocks
+# and its envelope path existed (the shipped lineage); stage 2b adds them.
+BASE_CODEC=${BASE_CODEC:-"codec.fsq_config.pre_projection=false codec.decoder_config.frame_layers=0 codec.decoder_config.envelope_bands=0"}
+S2_EXTRA=${S2_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50"}
+# Stage 2b continues stage 2 with the pre-quantization projection (whitened from data at its start), the
+# decoder's frame blocks and its envelope path (head set by ridge regression at its start) added, and the
+# encoder fine-tuned at a low lr (S2B_STEPS=0 skips it: the tokenizer
 # is then built from s2/final). The shipped run did this in two parts; see the model card.
-S2B_STEPS=${S2B_STEPS:-4500}
-S2B_DISC=${S2B_DISC:-2100}
-S2B_EXTRA=${S2B_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 encoder_lr=1.0e-4"}
+S2B_STEPS=${S2B_STEPS:-5700}
+S2B_DISC=${S2B_DISC:-5000}
+S2B_EXTRA=${S2B_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 encoder_lr=2.0e-4 envelope_weight=2.0"}
 S2_LAUNCH=${S2_LAUNCH:-".venv/bin/accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m jepatok.cli"}
 LM_STEPS=${LM_STEPS:-300}
 TEXT_VOCAB=${TEXT_VOCAB:-1000}
@@ -34,10 +38,10 @@ log() { echo "$1 $(ts)" | tee -a "$RUN/times.txt"; }
 
 [ -f "$CORPUS/summary.json" ] || { log "corpus start"; $J build-corpus --out "$CORPUS" --hours "$HOURS" --seed 0 > "$RUN/corpus.log" 2>&1; log "corpus done"; }
 [ -f "$RUN/s1/final/config.json" ] || { log "s1 start"; $J train-stage1 --recipe small --data "$CODEC_CORPUS" --output-dir "$RUN/s1" \
-    --max-steps "$S1_STEPS" warmup_steps=30 log_every=10 save_every=100 > "$RUN/s1.log" 2>&1; log "s1 done"; }
+    --max-steps "$S1_STEPS" warmup_steps=30 log_every=10 save_every=100 $BASE_CODEC > "$RUN/s1.log" 2>&1; log "s1 done"; }
 [ -f "$RUN/s2/final/config.json" ] || { log "s2 start"; $S2_LAUNCH train-stage2 --recipe small --stage1 "$RUN/s1/final" \
     --data "$CODEC_CORPUS" --output-dir "$RUN/s2" --max-steps "$S2_STEPS" disc_start_step="$S2_DISC" log_every=10 \
-    save_every=100 sample_every=250 $S2_EXTRA > "$RUN/s2.log" 2>&1; log "s2 done"; }
+    save_every=100 sample_every=250 $S2_EXTRA $BASE_CODEC > "$RUN/s2.log" 2>&1; log "s2 done"; }
 CODEC_FINAL="$RUN/s2/final"
 if [ "$S2B_STEPS" -gt 0 ]; then
   CODEC_FINAL="$RUN/s2b/final"
