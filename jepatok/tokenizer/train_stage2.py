@@ -113,8 +113,9 @@ _ADDABLE = {
 
 def load_stage1(path: str | Path, expected: JepaCodecConfig):
     """Load a stage-1 `JepaCodecModel`, refusing one whose architecture differs from `expected`, except for
-    modules the recipe adds to a checkpoint saved without them: the pre-quantization projection (starts as the
-    identity; stage 2 calibrates it) and the decoder's frame blocks (start close to the identity)."""
+    modules the recipe adds to a checkpoint saved without them (`_ADDABLE`): the pre-quantization projection
+    (starts as the identity; stage 2 calibrates it), the decoder's frame blocks (start close to the identity)
+    and its envelope path (its input starts small; stage 2 calibrates the head)."""
     from .modeling import JepaCodecModel
 
     path = Path(path)
@@ -123,7 +124,7 @@ def load_stage1(path: str | Path, expected: JepaCodecConfig):
     found = JepaCodecConfig.from_pretrained(str(path))
     diff = config_differences(found, expected)
     if diff and all(k in _ADDABLE and old is None for k, (old, _) in diff.items()):
-        logger.info("stage-1 checkpoint %s lacks %s: added, starting as the identity", path, ", ".join(diff))
+        logger.info("stage-1 checkpoint %s lacks %s: the recipe's modules are added", path, ", ".join(diff))
         with torch.random.fork_rng(devices=[]):  # the added modules' init must not depend on the global RNG
             torch.manual_seed(0)
             return JepaCodecModel.from_pretrained(str(path), config=expected)
@@ -241,11 +242,8 @@ class Stage2Trainer(CodecTrainer):
         """Set the decoder's envelope head to the ridge regression (penalty `ridge` x mean feature variance)
         from its frame features to the input's log-mel patches, over `calibrate_envelope_batches` batches."""
         from ..data.training_data import iterate_batches
-        from .encoder import frame_mask_from_lengths, valid_lengths
-        from .jepa import spectral_patches
 
         a, acc, codec = self.args, self.accelerator, self.codec
-        dec, hop = self.config.decoder_config, self.config.hop_length
         head = codec.decoder.envelope_head
         d, k = head.in_channels, head.out_channels
         dev, f64 = acc.device, torch.float64
@@ -264,11 +262,7 @@ class Stage2Trainer(CodecTrainer):
                 b = next(stream)[1].to(dev)
                 q = codec.quantize(codec.encoder(b.input_values, b.padding_mask).latents).quantized
                 x = codec.decoder.frame_features(q).transpose(1, 2)  # [B, T, D]
-                y = spectral_patches(
-                    b.input_values, hop, self.config.sampling_rate, dec.envelope_bands, dec.envelope_subframes
-                )
-                lengths = valid_lengths(b.padding_mask, x.shape[0], b.input_values.shape[-1], dev)
-                m = frame_mask_from_lengths(lengths, x.shape[1], hop)
+                y, m = self.envelope_target(b)
                 x, y = x[m].double(), y[m].double()
                 stats["n"] += x.shape[0]
                 stats["sx"] += x.sum(0)
@@ -299,9 +293,7 @@ class Stage2Trainer(CodecTrainer):
         count = torch.zeros(1, dtype=torch.float64, device=acc.device)
         total = torch.zeros(dim, dtype=torch.float64, device=acc.device)
         outer = torch.zeros(dim, dim, dtype=torch.float64, device=acc.device)
-        stream = iterate_batches(
-            dataset, sampler, collator, 0, 0
-        )  # its own stream: training data order unchanged
+        stream = iterate_batches(dataset, sampler, collator, 0, 0)  # own stream: training order unchanged
         was_training = self.codec.encoder.training
         self.codec.encoder.eval()
         with torch.no_grad():
@@ -403,20 +395,25 @@ class Stage2Trainer(CodecTrainer):
             self.write_samples(step + 1, batches[0], fakes[0].detach(), metrics)
         return metrics
 
-    def envelope_loss(self, envelope: torch.Tensor, batch: AudioBatch) -> torch.Tensor:
-        """L1 between the decoder's predicted envelope [B, T, M * S] and the input's log-mel patches, over
+    @torch.no_grad()
+    def envelope_target(self, batch: AudioBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input's log-mel patches [B, T, M * S] at the decoder's envelope shape, and the mask [B, T] of
         the frames that cover real samples."""
         from .encoder import frame_mask_from_lengths, valid_lengths
         from .jepa import spectral_patches
 
         dec = self.config.decoder_config
         x, hop = batch.input_values, self.config.hop_length
-        with torch.no_grad():
-            target = spectral_patches(
-                x, hop, self.config.sampling_rate, dec.envelope_bands, dec.envelope_subframes
-            )
-            lengths = valid_lengths(batch.padding_mask, x.shape[0], x.shape[-1], x.device)
-            mask = frame_mask_from_lengths(lengths, target.shape[1], hop)
+        target = spectral_patches(
+            x, hop, self.config.sampling_rate, dec.envelope_bands, dec.envelope_subframes
+        )
+        lengths = valid_lengths(batch.padding_mask, x.shape[0], x.shape[-1], x.device)
+        return target, frame_mask_from_lengths(lengths, target.shape[1], hop)
+
+    def envelope_loss(self, envelope: torch.Tensor, batch: AudioBatch) -> torch.Tensor:
+        """L1 between the decoder's predicted envelope [B, T, M * S] and the input's log-mel patches, over
+        the frames that cover real samples."""
+        target, mask = self.envelope_target(batch)
         diff = (envelope.float() - target).abs().mean(-1)  # [B, T]
         return (diff * mask).sum() / mask.sum().clamp_min(1)
 
