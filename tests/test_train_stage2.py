@@ -151,7 +151,9 @@ def test_adds_and_calibrates_a_pre_quantization_projection(tmp_path, stage1_dir)
         "codec.decoder_config.envelope_subframes=4",
         "calibrate_quantizer_batches=2",
     )
-    full = Stage2Trainer(_args(*extra), str(data), tmp_path / "full", str(stage1_dir)).run()
+    trainer = Stage2Trainer(_args(*extra), str(data), tmp_path / "full", str(stage1_dir))
+    full = trainer.run()
+    assert not trainer.codec.encoder.training  # the calibrations leave the frozen encoder in eval mode
     weights = load_weights(full / "model.safetensors")
     dim = weights["pre_quant.weight"].shape[0]
     assert not torch.allclose(

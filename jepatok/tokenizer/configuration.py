@@ -34,6 +34,12 @@ def _positive(name: str, value: Any, owner: str, integer: bool = True) -> Any:
     return value
 
 
+def _non_negative(name: str, value: Any, owner: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{owner}.{name} must be an int >= 0, got {value!r}")
+    return value
+
+
 class JepaEncoderConfig(PretrainedConfig):
     r"""Waveform encoder: Conv1d stem, strided blocks (conv -> Snake -> dilated residual stack -> DAAM gate),
     1x1 bottleneck to `latent_dim`, then Conformer blocks.
@@ -276,15 +282,11 @@ class JepaDecoderConfig(PretrainedConfig):
         self.out_kernel_size = _positive("out_kernel_size", out_kernel_size, owner)
         if out_kernel_size % 2 == 0:
             raise ValueError(f"decoder.out_kernel_size must be odd, got {out_kernel_size}")
-        if isinstance(frame_layers, bool) or not isinstance(frame_layers, int) or frame_layers < 0:
-            raise ValueError(f"decoder.frame_layers must be an int >= 0, got {frame_layers!r}")
-        self.frame_layers = frame_layers
+        self.frame_layers = _non_negative("frame_layers", frame_layers, owner)
         self.frame_kernel_size = _positive("frame_kernel_size", frame_kernel_size, owner)
         if frame_kernel_size % 2 == 0:
             raise ValueError(f"decoder.frame_kernel_size must be odd, got {frame_kernel_size}")
-        if isinstance(envelope_bands, bool) or not isinstance(envelope_bands, int) or envelope_bands < 0:
-            raise ValueError(f"decoder.envelope_bands must be an int >= 0, got {envelope_bands!r}")
-        self.envelope_bands = envelope_bands
+        self.envelope_bands = _non_negative("envelope_bands", envelope_bands, owner)
         self.envelope_subframes = _positive("envelope_subframes", envelope_subframes, owner)
         if envelope_bands:
             _ = self.envelope_block  # raises when no prefix of the strides multiplies to envelope_subframes

@@ -238,11 +238,23 @@ class Stage2Trainer(CodecTrainer):
         if self.codec.decoder.envelope_block is not None and a.calibrate_envelope_batches > 0:
             self.calibrate_envelope(dataset, sampler, collator)
 
+    def calibration_batches(self, dataset, sampler, collator, count: int):
+        """Yield the first `count` training batches from a stream of their own (the training order is
+        unchanged), with the codec in eval mode; afterwards the generator's train mode is restored, which
+        keeps a frozen encoder in eval mode."""
+        from ..data.training_data import iterate_batches
+
+        stream = iterate_batches(dataset, sampler, collator, 0, 0)
+        self.codec.eval()
+        try:
+            for _ in range(count):
+                yield next(stream)[1].to(self.accelerator.device)
+        finally:
+            self.gen.train()
+
     def calibrate_envelope(self, dataset, sampler, collator, ridge: float = 1e-3) -> None:
         """Set the decoder's envelope head to the ridge regression (penalty `ridge` x mean feature variance)
         from its frame features to the input's log-mel patches, over `calibrate_envelope_batches` batches."""
-        from ..data.training_data import iterate_batches
-
         a, acc, codec = self.args, self.accelerator, self.codec
         head = codec.decoder.envelope_head
         d, k = head.in_channels, head.out_channels
@@ -254,12 +266,8 @@ class Stage2Trainer(CodecTrainer):
             "xx": torch.zeros(d, d, dtype=f64, device=dev),
             "xy": torch.zeros(d, k, dtype=f64, device=dev),
         }
-        stream = iterate_batches(dataset, sampler, collator, 0, 0)
-        was_training = codec.training
-        codec.eval()
         with torch.no_grad():
-            for _ in range(a.calibrate_envelope_batches):
-                b = next(stream)[1].to(dev)
+            for b in self.calibration_batches(dataset, sampler, collator, a.calibrate_envelope_batches):
                 q = codec.quantize(codec.encoder(b.input_values, b.padding_mask).latents).quantized
                 x = codec.decoder.frame_features(q).transpose(1, 2)  # [B, T, D]
                 y, m = self.envelope_target(b)
@@ -269,7 +277,6 @@ class Stage2Trainer(CodecTrainer):
                 stats["sy"] += y.sum(0)
                 stats["xx"] += x.T @ x
                 stats["xy"] += x.T @ y
-        codec.train(was_training)
         if acc.num_processes > 1:
             stats = {key: acc.reduce(v, "sum") for key, v in stats.items()}
         n = float(stats["n"][0])
@@ -287,24 +294,17 @@ class Stage2Trainer(CodecTrainer):
     def calibrate_quantizer(self, dataset, sampler, collator) -> None:
         """Set `pre_quant` to a whitening of the encoder's latents on `calibrate_quantizer_batches` batches."""
         a, acc = self.args, self.accelerator
-        from ..data.training_data import iterate_batches
-
         dim = self.codec.pre_quant.weight.shape[0]
         count = torch.zeros(1, dtype=torch.float64, device=acc.device)
         total = torch.zeros(dim, dtype=torch.float64, device=acc.device)
         outer = torch.zeros(dim, dim, dtype=torch.float64, device=acc.device)
-        stream = iterate_batches(dataset, sampler, collator, 0, 0)  # own stream: training order unchanged
-        was_training = self.codec.encoder.training
-        self.codec.encoder.eval()
         with torch.no_grad():
-            for _ in range(a.calibrate_quantizer_batches):
-                batch = next(stream)[1].to(acc.device)
+            for batch in self.calibration_batches(dataset, sampler, collator, a.calibrate_quantizer_batches):
                 enc = self.codec.encoder(batch.input_values, batch.padding_mask)
                 z = enc.latents[enc.frame_mask].double()  # valid frames only [N, D]
                 count += z.shape[0]
                 total += z.sum(0)
                 outer += z.T @ z
-        self.codec.encoder.train(was_training)
         if acc.num_processes > 1:
             count, total, outer = (acc.reduce(t, "sum") for t in (count, total, outer))
         weight, bias = whitening_projection(count, total, outer, a.quantizer_target_std)
