@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("jepatok.tokenizer.cli_codec", "decode a .jtok file back to a WAV"),
     "train-stage1": ("jepatok.tokenizer.train_stage1", "stage 1: self-supervised JEPA+DAAM encoder training"),
     "train-stage2": ("jepatok.tokenizer.train_stage2", "stage 2: FSQ + HiFi-GAN decoder training"),
+    "train-envelope": (
+        "jepatok.tokenizer.envelope_warmup",
+        "envelope warm-up: train the frame-rate path to carry log-mel envelopes (cached front-end)",
+    ),
     "pretokenize": ("jepatok.data.pretokenize", "turn an audio dataset into codec tokens with datasets.map"),
     "build-corpus": ("jepatok.data.corpus", "build an offline multi-voice English speech corpus"),
     "eval-codec": (

@@ -166,8 +166,9 @@ def encode_latents_chunked(
                 front.cache = {j + 1: keep}  # shallower levels are never read again
         pieces = []
         for c0, c1, w0, w1 in _windows(n, chunk, context):
-            z = encoder.bottleneck(front.block_input(len(encoder.blocks), w0, w1))  # [1, D, W]
-            pieces.append(z[..., c0 - w0 : c1 - w0])
+            z = encoder.bottleneck(front.block_input(len(encoder.blocks), w0, w1))[..., c0 - w0 : c1 - w0]
+            spectral = encoder.spectral_term(front.clip, c0, c1)  # [1, c1 - c0, D]: exact per window
+            pieces.append(z if spectral is None else z + spectral.transpose(1, 2))
         out[i, :n] = torch.cat(pieces, dim=-1)[0].transpose(0, 1)
     frame_mask = torch.arange(frames, device=x.device).unsqueeze(0) < num_valid.unsqueeze(1)
     attn_mask = None if bool(frame_mask.all()) else frame_mask

@@ -62,6 +62,12 @@ class JepaEncoderConfig(PretrainedConfig):
             conv stack encodes loudness mostly as magnitude, so `small` turns it off: measured on the corpus,
             a linear read-out of per-frame log-mel patches from z reaches R^2 0.80 in 200 steps without the
             norm and stays at 0.0 with it (the same read-out from the bottleneck, before the norms, reaches 0.8).
+        spectral_input_bands (`int`, defaults to 0): When > 0, each frame's log-mel patch (`spectral_input_bands`
+            mel bands x `spectral_input_subframes` STFT hops, the `jepa.spectral_patches` layout and scale) is
+            mapped by a linear layer (started at zero) and added to the bottleneck output before the Conformers,
+            so the encoder sees the within-frame spectral envelope directly instead of having to learn it from
+            the waveform. 0 is the paper's waveform-only encoder.
+        spectral_input_subframes (`int`, defaults to 20): STFT hops per frame of that patch (must divide the hop).
     """
 
     model_type = "jepa_codec_encoder"
@@ -81,6 +87,8 @@ class JepaEncoderConfig(PretrainedConfig):
         conformer_kernel_size: int = 31,
         dropout: float = 0.1,
         conformer_final_norm: bool = True,
+        spectral_input_bands: int = 0,
+        spectral_input_subframes: int = 20,
         **kwargs,
     ):
         owner = "encoder"
@@ -116,6 +124,15 @@ class JepaEncoderConfig(PretrainedConfig):
             raise ValueError(f"encoder.dropout must be in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
         self.conformer_final_norm = bool(conformer_final_norm)
+        if not isinstance(spectral_input_bands, int) or spectral_input_bands < 0:
+            raise ValueError(f"encoder.spectral_input_bands must be an integer >= 0, got {spectral_input_bands!r}")
+        self.spectral_input_bands = spectral_input_bands
+        self.spectral_input_subframes = _positive("spectral_input_subframes", spectral_input_subframes, owner)
+        if spectral_input_bands and self.hop_length % spectral_input_subframes != 0:
+            raise ValueError(
+                f"encoder.spectral_input_subframes ({spectral_input_subframes}) must divide the hop "
+                f"({self.hop_length} samples)"
+            )
         super().__init__(**kwargs)
 
     @property
@@ -421,6 +438,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "conformer_kernel_size": 7,
             "dropout": 0.1,
             "conformer_final_norm": False,
+            "spectral_input_bands": 32,
+            "spectral_input_subframes": 20,
         },
         "decoder_config": {
             "channels": [256, 192, 128, 48, 16, 8],

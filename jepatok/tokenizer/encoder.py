@@ -24,6 +24,7 @@ from .configuration import JepaCodecConfig
 from .conformer import ConformerBlock
 from .daam import DaamGate, DaamStatistics
 from .layers import DilatedConv1d, DownsampleConv1d, ResBlock, Snake, apply_mask, init_codec_weights
+from .spectral import spectral_patches_window
 
 
 @dataclass
@@ -112,6 +113,12 @@ class JepaEncoder(nn.Module):
             for _ in range(enc.conformer_layers)
         )
         self.daam_gates = [b.daam for b in self.blocks if b.daam is not None]
+        self.sampling_rate = config.sampling_rate
+        self.spectral_bands, self.spectral_subframes = enc.spectral_input_bands, enc.spectral_input_subframes
+        self.spectral_input = None
+        if self.spectral_bands:
+            self.spectral_input = nn.Linear(self.spectral_bands * self.spectral_subframes, enc.latent_dim)
+            self.spectral_input._zero_init = True  # added to a trained encoder, it starts as a no-op
         init_codec_weights(self, config.init_scheme)
 
     # --- helpers shared with chunked encoding ------------------------------------------------------
@@ -150,6 +157,17 @@ class JepaEncoder(nn.Module):
                 factor //= self.strides[j]
         return masks
 
+    def spectral_term(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor | None:
+        """The spectral input's contribution [B, stop - start, D] to bottleneck frames `start`..`stop` of the padded
+        input x [B, 1, T * hop] (None when the encoder has no spectral input)."""
+        if self.spectral_input is None:
+            return None
+        patches = spectral_patches_window(
+            x[:, 0], start, stop, self.hop_length, self.sampling_rate, self.spectral_bands, self.spectral_subframes
+        )
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.spectral_input(patches).to(x.dtype)
+
     def conformer_stack(
         self, z: torch.Tensor, frame_mask: torch.Tensor | None, output_hidden_states: bool = False
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
@@ -179,10 +197,15 @@ class JepaEncoder(nn.Module):
         frames = x.shape[-1] // self.hop_length
         masks = self.level_masks(num_valid, frames)
         fmasks = [None if m is None else m.to(x.dtype) for m in masks]
+        padded = x
         x = apply_mask(self.stem(x), fmasks[0])
         for j, block in enumerate(self.blocks):
             x = block(x, fmasks[j + 1])
-        z = apply_mask(self.bottleneck(x), fmasks[-1]).transpose(1, 2)  # [B, T, D]
+        z = self.bottleneck(x)
+        spectral = self.spectral_term(padded, 0, frames)
+        if spectral is not None:
+            z = z + spectral.transpose(1, 2)
+        z = apply_mask(z, fmasks[-1]).transpose(1, 2)  # [B, T, D]
         frame_mask = torch.arange(frames, device=x.device).unsqueeze(0) < num_valid.unsqueeze(1)  # [B, T]
         attn_mask = None if masks[-1] is None else frame_mask
         z, hidden = self.conformer_stack(z, attn_mask, output_hidden_states)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .configuration import JepaCodecConfig
-from .losses import mel_magnitude
+from .spectral import spectral_patches
 from .predictor import JepaPredictor
 
 
@@ -119,32 +119,6 @@ def ema_tau(step: int, total_steps: int, tau: float = 0.996, tau_end: float | No
 
 # ----------------------------------------------------------------------------------------------------
 # The stage-1 module
-def spectral_patches(
-    input_values: torch.Tensor, hop_length: int, sampling_rate: int, n_mels: int = 16, subframes: int = 8
-) -> torch.Tensor:
-    """Per-frame log-mel patches [B, T, n_mels * subframes] (band-major), the spectral anchor's target.
-
-    Each codec frame (`hop_length` samples) is split into `subframes` STFT hops; the log-mel energies
-    (log(mel + 1e-5), mapped by (x + 5) / 4 to about unit scale) of those hops are flattened per frame.
-
-    Args:
-        input_values (`Tensor` [B, 1, L]): Audio, L a multiple of `hop_length` (the encoder's padded input).
-        hop_length (`int`): Samples per codec frame. sampling_rate (`int`): Audio rate.
-        n_mels (`int`, defaults to 16): Mel bands. subframes (`int`, defaults to 8): STFT hops per frame.
-    """
-    if hop_length % subframes != 0:
-        raise ValueError(f"anchor_subframes ({subframes}) must divide the codec hop ({hop_length} samples)")
-    if input_values.shape[-1] % hop_length != 0:
-        raise ValueError(f"audio length {input_values.shape[-1]} is not a multiple of the hop {hop_length}")
-    b, frames = input_values.shape[0], input_values.shape[-1] // hop_length
-    sub_hop = hop_length // subframes
-    n_fft = max(16, 1 << (2 * sub_hop - 1).bit_length())
-    audio = input_values.reshape(b, -1).float()
-    mel = mel_magnitude(audio, sampling_rate, n_fft, sub_hop, n_mels, pad_mode="reflect")
-    mel = (mel[..., : frames * subframes] + 1e-5).log().add(5.0).div(4.0)  # [B, n_mels, T * subframes]
-    return mel.reshape(b, n_mels, frames, subframes).permute(0, 2, 1, 3).reshape(b, frames, -1)
-
-
 # ----------------------------------------------------------------------------------------------------
 @dataclass
 class JepaStage1Output:

@@ -84,12 +84,13 @@ def waveform_l1_loss(
 
 
 def stft_magnitude(
-    audio: torch.Tensor, n_fft: int, hop_length: int, pad_mode: str = "constant"
+    audio: torch.Tensor, n_fft: int, hop_length: int, pad_mode: str = "constant", center: bool = True
 ) -> torch.Tensor:
-    """|STFT| [B, n_fft // 2 + 1, frames] with a Hann window of n_fft (centred; zero-padded by default)."""
+    """|STFT| [B, n_fft // 2 + 1, frames] with a Hann window of n_fft (centred and zero-padded by default;
+    `center=False`: window k starts at sample k * hop_length, no padding)."""
     window = torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype)
     spec = torch.stft(
-        audio, n_fft, hop_length, n_fft, window, center=True, pad_mode=pad_mode, return_complex=True
+        audio, n_fft, hop_length, n_fft, window, center=center, pad_mode=pad_mode, return_complex=True
     )
     return spec.abs()
 
@@ -101,10 +102,11 @@ def mel_magnitude(
     hop_length: int,
     n_mels: int,
     pad_mode: str = "constant",
+    center: bool = True,
 ) -> torch.Tensor:
     """Mel-scaled |STFT| [B, n_mels, frames] of audio [B, L] (filter bank 0 .. sampling_rate / 2)."""
     fb = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, sampling_rate / 2, n_mels, sampling_rate).to(audio.device)
-    return torch.einsum("bft,fm->bmt", stft_magnitude(audio, n_fft, hop_length, pad_mode), fb)
+    return torch.einsum("bft,fm->bmt", stft_magnitude(audio, n_fft, hop_length, pad_mode, center), fb)
 
 
 def multi_resolution_stft_loss(

@@ -60,6 +60,8 @@ class JepaCodecOutput(ModelOutput):
 # the earlier architecture, so config hashes recorded by existing tokenizers stay valid.
 _LATER_FIELDS = {
     ("encoder_config", "conformer_final_norm"): True,
+    ("encoder_config", "spectral_input_bands"): 0,
+    ("encoder_config", "spectral_input_subframes"): 20,
     ("fsq_config", "pre_projection"): False,
     ("decoder_config", "frame_layers"): 0,
     ("decoder_config", "frame_kernel_size"): 3,
@@ -129,6 +131,9 @@ class JepaCodecPreTrainedModel(PreTrainedAudioTokenizerBase):
         zero biases; gate and Snake defaults."""
         if getattr(module, "_identity_init", False):  # the pre-quantization projection starts as the identity
             init.copy_(module.weight, torch.eye(module.weight.shape[0], dtype=module.weight.dtype))
+            init.zeros_(module.bias)
+        elif getattr(module, "_zero_init", False):  # the encoder's spectral input starts as a no-op
+            init.zeros_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)):
             init.trunc_normal_(module.weight, std=init_weight_std(module, self.config.init_scheme))

@@ -104,6 +104,8 @@ def config_differences(a: JepaCodecConfig, b: JepaCodecConfig) -> dict[str, tupl
 # Fields a loaded checkpoint may lack (saved before them, so at their legacy value) while the recipe sets them:
 # the modules they add are initialised by stage 2.
 _ADDABLE = {
+    "encoder_config.spectral_input_bands",
+    "encoder_config.spectral_input_subframes",
     "fsq_config.pre_projection",
     "decoder_config.frame_layers",
     "decoder_config.envelope_bands",
@@ -113,7 +115,8 @@ _ADDABLE = {
 
 def load_stage1(path: str | Path, expected: JepaCodecConfig):
     """Load a stage-1 `JepaCodecModel`, refusing one whose architecture differs from `expected`, except for
-    modules the recipe adds to a checkpoint saved without them (`_ADDABLE`): the pre-quantization projection
+    modules the recipe adds to a checkpoint saved without them (`_ADDABLE`): the encoder's spectral input
+    (starts at zero), the pre-quantization projection
     (starts as the identity; stage 2 calibrates it), the decoder's frame blocks (start close to the identity)
     and its envelope path (its input starts small; stage 2 calibrates the head)."""
     from .modeling import JepaCodecModel

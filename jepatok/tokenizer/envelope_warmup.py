@@ -1,0 +1,256 @@
+"""Envelope warm-up: train a codec's frame-rate path to carry each frame's log-mel envelope through FSQ.
+
+Between stage 1 and stage 2 (or on a trained codec before more stage-2 training), the modules that work at
+the frame rate -- the encoder's bottleneck, spectral input and Conformers, the pre-quantization projection,
+and the decoder's frame blocks and envelope head -- are trained as an autoencoder of the per-frame log-mel
+patches (`spectral.spectral_patches`, the decoder's envelope shape) through FSQ's straight-through
+rounding. The convolutional front-end is frozen, so its output is computed once per clip and cached:
+a step costs a few Conformer layers at 2.5 frames/s instead of a waveform forward/backward, which makes
+thousands of steps over the whole corpus affordable on a CPU. The waveform decoder is not touched here;
+stage 2 then teaches it to render the new codes (`calibrate_quantizer_batches=0` keeps the trained
+projection).
+
+    jepatok train-envelope --codec runs/s2/final --preset small --data corpus/ --output-dir runs/env
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .configuration import JepaCodecConfig
+from .encoder import JepaEncoder
+from .layers import apply_mask
+from .spectral import spectral_patches, spectral_patches_window
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def frame_inputs(encoder: JepaEncoder, audio: torch.Tensor, bands: int, subframes: int) -> dict:
+    """One clip [L] -> the cached inputs of the frame-rate path: the front-end output before the bottleneck
+    [C, T], the spectral-input patches [T, P] (None without a spectral input) and the target envelope
+    [T, bands * subframes]."""
+    x, _ = encoder.pad_input(audio.view(1, 1, -1), None)
+    frames = x.shape[-1] // encoder.hop_length
+    h = encoder.stem(x)
+    for block in encoder.blocks:
+        h = block(h, None)
+    spectral = None
+    if encoder.spectral_input is not None:
+        spectral = spectral_patches_window(
+            x[:, 0], 0, frames, encoder.hop_length, encoder.sampling_rate, encoder.spectral_bands,
+            encoder.spectral_subframes,
+        )[0]
+    target = spectral_patches(x, encoder.hop_length, encoder.sampling_rate, bands, subframes)[0]
+    return {"front": h[0], "spectral": spectral, "target": target}
+
+
+def _pad(items: list[torch.Tensor | None], frames: int, time_dim: int) -> torch.Tensor | None:
+    if items[0] is None:
+        return None
+    out = []
+    for t in items:
+        pad = [0, 0] * (t.dim() - 1 - time_dim) + [0, frames - t.shape[time_dim]]
+        out.append(nn.functional.pad(t, pad))
+    return torch.stack(out)
+
+
+def collate(cache: list[dict], indices: list[int]) -> dict:
+    """Cached clips -> a right-padded batch with its frame mask [B, T]."""
+    clips = [cache[i] for i in indices]
+    lengths = torch.tensor([c["target"].shape[0] for c in clips])
+    frames = int(lengths.max())
+    return {
+        "front": _pad([c["front"] for c in clips], frames, 1),
+        "spectral": _pad([c["spectral"] for c in clips], frames, 0),
+        "target": _pad([c["target"] for c in clips], frames, 0),
+        "mask": torch.arange(frames).unsqueeze(0) < lengths.unsqueeze(1),
+    }
+
+
+def envelope_forward(codec, batch: dict) -> torch.Tensor:
+    """The frame-rate path on a cached batch -> predicted envelope [B, T, bands * subframes]."""
+    enc = codec.encoder
+    mask = batch["mask"]
+    z = enc.bottleneck(batch["front"])
+    if batch["spectral"] is not None:
+        z = z + enc.spectral_input(batch["spectral"]).transpose(1, 2)
+    z = apply_mask(z, mask.unsqueeze(1).to(z.dtype)).transpose(1, 2)
+    z, _ = enc.conformer_stack(z, None if bool(mask.all()) else mask)
+    quantized = codec.quantize(z).quantized
+    return codec.decoder.envelope_head(codec.decoder.frame_features(quantized)).transpose(1, 2)
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    diff = (pred - target).abs().mean(-1)
+    return (diff * mask).sum() / mask.sum().clamp_min(1)
+
+
+def trained_modules(codec) -> list[nn.Module]:
+    """The modules the warm-up trains (everything between the frozen front-end and the envelope head)."""
+    mods = [codec.encoder.bottleneck, codec.encoder.conformers, codec.decoder.frame_blocks]
+    mods += [codec.decoder.envelope_head]
+    mods += [m for m in (codec.encoder.spectral_input, codec.pre_quant) if m is not None]
+    return mods
+
+
+@torch.no_grad()
+def envelope_r2(codec, cache: list[dict], batch_size: int = 16) -> tuple[float, float]:
+    """(L1, pooled R^2) of the predicted envelope over cached clips (valid frames only)."""
+    codec.eval()
+    preds, targets = [], []
+    for s in range(0, len(cache), batch_size):
+        b = collate(cache, list(range(s, min(len(cache), s + batch_size))))
+        preds.append(envelope_forward(codec, b)[b["mask"]])
+        targets.append(b["target"][b["mask"]])
+    pred, target = torch.cat(preds), torch.cat(targets)
+    err = float(((pred - target) ** 2).sum())
+    tot = float(((target - target.mean(0)) ** 2).sum())
+    l1 = float((pred - target).abs().mean())
+    return l1, 1.0 - err / max(tot, 1e-12)
+
+
+def build_cache(codec, source: str, split: str, max_seconds: float, progress: bool) -> list[dict]:
+    """Read every clip of a split at the codec rate (at most `max_seconds` each) and cache its inputs."""
+    from tqdm.auto import tqdm
+
+    from ..data.training_data import AudioTrainingDataset, load_audio_source
+
+    src = load_audio_source(source, split=split)
+    data = AudioTrainingDataset(src, codec.config.sampling_rate, crop_seconds=max_seconds)
+    dec = codec.config.decoder_config
+    codec.eval()
+    return [
+        frame_inputs(codec.encoder, data[(0, i)], dec.envelope_bands, dec.envelope_subframes)
+        for i in tqdm(range(len(data)), desc=f"front-end cache ({split})", disable=not progress)
+    ]
+
+
+def warmup(
+    codec,
+    train: list[dict],
+    steps: int,
+    lr: float = 1e-3,
+    batch_size: int = 16,
+    warmup_steps: int = 50,
+    seed: int = 0,
+    log_every: int = 50,
+    metrics_path: Path | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Train `trained_modules(codec)` for `steps` AdamW steps (linear warm-up, cosine to 0.1 x lr) on the
+    masked L1 between predicted and true envelopes; returns the logged metrics."""
+    from tqdm.auto import tqdm
+
+    if steps <= 0:
+        raise ValueError(f"steps must be a positive number of optimizer steps, got {steps}")
+    codec.requires_grad_(False)
+    params = [p for m in trained_modules(codec) for p in m.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.8, 0.99), weight_decay=1e-3)
+
+    def schedule(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, steps - warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    gen = torch.Generator().manual_seed(seed)
+    codec.train()
+    history, running = [], 0.0
+    bar = tqdm(range(steps), desc="envelope warm-up", disable=not progress)
+    for step in bar:
+        idx = torch.randint(len(train), (batch_size,), generator=gen).tolist()
+        batch = collate(train, idx)
+        loss = masked_l1(envelope_forward(codec, batch), batch["target"], batch["mask"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        running += float(loss.detach())
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            k = (step % log_every) + 1
+            row = {"step": step + 1, "envelope_l1": running / k, "lr": sched.get_last_lr()[0]}
+            running = 0.0
+            history.append(row)
+            bar.set_postfix(l1=f"{row['envelope_l1']:.4f}")
+            if metrics_path is not None:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+    codec.requires_grad_(True)
+    codec.eval()
+    return history
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--codec", required=True, help="trained codec directory (stage-1 or stage-2 final/)")
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help="codec preset whose architecture to train into (modules it adds to --codec start as in "
+        "stage 2, e.g. the spectral input at zero); default: the codec's own config",
+    )
+    parser.add_argument("--data", required=True, help="SOURCE with a train split (and validation for R^2)")
+    parser.add_argument("--output-dir", required=True, help="run folder: final/ (the codec), metrics.jsonl")
+    parser.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    parser.add_argument("--batch-size", type=int, default=16, help="clips per step (default 16)")
+    parser.add_argument("--max-seconds", type=float, default=20.0, help="longest clip kept (default 20 s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .modeling import JepaCodecModel
+    from .train_stage2 import load_stage1
+
+    out = Path(args.output_dir)
+    if (out / "final").exists():
+        raise FileExistsError(f"{str(out / 'final')!r} already exists; choose another --output-dir")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.preset:
+        codec = load_stage1(args.codec, JepaCodecConfig.from_preset(args.preset))
+    else:
+        codec = JepaCodecModel.from_pretrained(args.codec)
+    if codec.decoder.envelope_block is None:
+        raise ValueError(
+            "the codec's decoder has no envelope path (decoder_config.envelope_bands = 0): nothing to warm up"
+        )
+    torch.manual_seed(args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    train = build_cache(codec, args.data, "train", args.max_seconds, True)
+    try:
+        valid = build_cache(codec, args.data, "validation", args.max_seconds, True)
+    except (FileNotFoundError, ValueError) as err:
+        logger.warning("no validation split (%s): R^2 is reported on train clips", err)
+        valid = train[: min(64, len(train))]
+    before = envelope_r2(codec, valid)
+    print(f"validation envelope before: L1 {before[0]:.4f}, R^2 {before[1]:.3f}")
+    warmup(
+        codec, train, args.steps, args.lr, args.batch_size, seed=args.seed,
+        metrics_path=out / "metrics.jsonl",
+    )
+    after = envelope_r2(codec, valid)
+    print(f"validation envelope after {args.steps} steps: L1 {after[0]:.4f}, R^2 {after[1]:.3f}")
+    partial = out / ".final.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    codec.save_pretrained(partial)
+    summary = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "train_clips": len(train)}
+    summary.update(valid_l1_before=before[0], valid_r2_before=before[1])
+    summary.update(valid_l1_after=after[0], valid_r2_after=after[1])
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    partial.rename(out / "final")
+    print(f"wrote {out / 'final'}")
+    return 0
