@@ -29,7 +29,9 @@ def test_window_patches_equal_the_whole_clip_and_the_anchor_inside():
     whole = spectral_patches_window(audio, 0, frames, hop, 8000, 5, 4)
     assert whole.shape == (2, frames, 5 * 4)
     for start, stop in ((0, 3), (2, 7), (6, 9)):
-        torch.testing.assert_close(spectral_patches_window(audio, start, stop, hop, 8000, 5, 4), whole[:, start:stop])
+        torch.testing.assert_close(
+            spectral_patches_window(audio, start, stop, hop, 8000, 5, 4), whole[:, start:stop]
+        )
     # away from the clip's edges (where the anchor reflects and this zero-pads) the two layouts agree
     anchor = spectral_patches(audio.unsqueeze(1), hop, 8000, 5, 4)
     torch.testing.assert_close(whole[:, 1:-1], anchor[:, 1:-1])
@@ -45,7 +47,9 @@ def test_spectral_input_starts_at_zero_and_keeps_old_identities():
     assert float(codec.encoder.spectral_input.weight.detach().abs().sum()) == 0.0
     assert codec_identity(codec)["config_hash"] != codec_identity(plain)["config_hash"]
     with pytest.raises(ValueError, match="spectral_input_subframes .* must divide the hop"):
-        JepaCodecConfig.from_preset("tiny", encoder_config={"spectral_input_bands": 4, "spectral_input_subframes": 5})
+        JepaCodecConfig.from_preset(
+            "tiny", encoder_config={"spectral_input_bands": 4, "spectral_input_subframes": 5}
+        )
     with pytest.raises(ValueError, match="spectral_input_bands must be an integer >= 0"):
         JepaCodecConfig.from_preset("tiny", encoder_config={"spectral_input_bands": -1})
 
@@ -63,7 +67,9 @@ def test_spectral_input_changes_latents_padding_and_chunks_do_not():
         mask[0, : a.shape[-1]], mask[1] = 1, 1
         batched = codec.encode(batch, mask)
         assert torch.equal(alone.audio_codes[0], batched.audio_codes[0, : alone.audio_codes.shape[1]])
-        torch.testing.assert_close(alone.latents[0], batched.latents[0, : alone.latents.shape[1]], atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            alone.latents[0], batched.latents[0, : alone.latents.shape[1]], atol=1e-5, rtol=0
+        )
         whole = codec.encode(b).latents
         chunked = codec.encode(b, chunk_length_s=16 * 7 / 8000).latents
         torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
@@ -94,7 +100,9 @@ def test_envelope_warmup_trains_the_frame_path_only(tmp_path):
     assert len(cache) == 6 and cache[0]["spectral"].shape[1] == 16 and cache[0]["target"].shape[1] == 16
     before_state = {k: v.clone() for k, v in codec.state_dict().items()}
     l1_before, r2_before = envelope_r2(codec, cache)
-    history = warmup(codec, cache, steps=60, lr=3e-3, batch_size=4, warmup_steps=5, log_every=20, progress=False)
+    history = warmup(
+        codec, cache, steps=60, lr=3e-3, batch_size=4, warmup_steps=5, log_every=20, progress=False
+    )
     l1_after, r2_after = envelope_r2(codec, cache)
     assert [h["step"] for h in history] == [20, 40, 60]
     assert l1_after < 0.7 * l1_before and r2_after > r2_before
@@ -102,7 +110,9 @@ def test_envelope_warmup_trains_the_frame_path_only(tmp_path):
     names = {n for n, p in codec.named_parameters() if id(p) in trained}
     for name, value in codec.state_dict().items():
         changed = not torch.equal(value, before_state[name])
-        if name.startswith(("encoder.stem", "encoder.blocks", "decoder.blocks", "decoder.in_proj", "decoder.out_conv")):
+        if name.startswith(
+            ("encoder.stem", "encoder.blocks", "decoder.blocks", "decoder.in_proj", "decoder.out_conv")
+        ):
             assert not changed, name  # the front-end and the waveform decoder are left alone
         if changed:
             assert name in names, name
@@ -116,8 +126,16 @@ def test_train_envelope_command(tmp_path):
     codec = JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=ENV))
     codec.save_pretrained(tmp_path / "codec")
     args = argparse.Namespace(
-        codec=str(tmp_path / "codec"), preset=None, data=str(data), output_dir=str(tmp_path / "run"),
-        steps=5, lr=1e-3, batch_size=2, max_seconds=10.0, seed=0, threads=None,
+        codec=str(tmp_path / "codec"),
+        preset=None,
+        data=str(data),
+        output_dir=str(tmp_path / "run"),
+        steps=5,
+        lr=1e-3,
+        batch_size=2,
+        max_seconds=10.0,
+        seed=0,
+        threads=None,
     )
     assert run(args) == 0
     out = JepaCodecModel.from_pretrained(str(tmp_path / "run" / "final"))

@@ -125,7 +125,9 @@ class JepaEncoderConfig(PretrainedConfig):
         self.dropout = float(dropout)
         self.conformer_final_norm = bool(conformer_final_norm)
         if not isinstance(spectral_input_bands, int) or spectral_input_bands < 0:
-            raise ValueError(f"encoder.spectral_input_bands must be an integer >= 0, got {spectral_input_bands!r}")
+            raise ValueError(
+                f"encoder.spectral_input_bands must be an integer >= 0, got {spectral_input_bands!r}"
+            )
         self.spectral_input_bands = spectral_input_bands
         self.spectral_input_subframes = _positive("spectral_input_subframes", spectral_input_subframes, owner)
         if spectral_input_bands and self.hop_length % spectral_input_subframes != 0:

@@ -163,7 +163,13 @@ class JepaEncoder(nn.Module):
         if self.spectral_input is None:
             return None
         patches = spectral_patches_window(
-            x[:, 0], start, stop, self.hop_length, self.sampling_rate, self.spectral_bands, self.spectral_subframes
+            x[:, 0],
+            start,
+            stop,
+            self.hop_length,
+            self.sampling_rate,
+            self.spectral_bands,
+            self.spectral_subframes,
         )
         with torch.autocast(device_type=x.device.type, enabled=False):
             return self.spectral_input(patches).to(x.dtype)

@@ -46,7 +46,12 @@ def frame_inputs(encoder: JepaEncoder, audio: torch.Tensor, bands: int, subframe
     spectral = None
     if encoder.spectral_input is not None:
         spectral = spectral_patches_window(
-            x[:, 0], 0, frames, encoder.hop_length, encoder.sampling_rate, encoder.spectral_bands,
+            x[:, 0],
+            0,
+            frames,
+            encoder.hop_length,
+            encoder.sampling_rate,
+            encoder.spectral_bands,
             encoder.spectral_subframes,
         )[0]
     target = spectral_patches(x, encoder.hop_length, encoder.sampling_rate, bands, subframes)[0]
@@ -239,7 +244,12 @@ def run(args: argparse.Namespace) -> int:
     before = envelope_r2(codec, valid)
     print(f"validation envelope before: L1 {before[0]:.4f}, R^2 {before[1]:.3f}")
     warmup(
-        codec, train, args.steps, args.lr, args.batch_size, seed=args.seed,
+        codec,
+        train,
+        args.steps,
+        args.lr,
+        args.batch_size,
+        seed=args.seed,
         metrics_path=out / "metrics.jsonl",
     )
     after = envelope_r2(codec, valid)

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from .configuration import JepaCodecConfig
-from .spectral import spectral_patches
 from .predictor import JepaPredictor
+from .spectral import spectral_patches
 
 
 # ----------------------------------------------------------------------------------------------------

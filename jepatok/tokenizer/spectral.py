@@ -46,7 +46,13 @@ def _mel_to_patches(mel: torch.Tensor, frames: int, subframes: int) -> torch.Ten
 
 
 def spectral_patches_window(
-    audio: torch.Tensor, start: int, stop: int, hop_length: int, sampling_rate: int, n_mels: int, subframes: int
+    audio: torch.Tensor,
+    start: int,
+    stop: int,
+    hop_length: int,
+    sampling_rate: int,
+    n_mels: int,
+    subframes: int,
 ) -> torch.Tensor:
     """Log-mel patches [B, stop - start, n_mels * subframes] of frames `start`..`stop` of audio [B, L] (L a
     multiple of the hop), in the `spectral_patches` layout and scale. Each STFT window reads the real samples
