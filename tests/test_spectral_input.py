@@ -136,6 +136,7 @@ def test_train_envelope_command(tmp_path):
         max_seconds=10.0,
         seed=0,
         threads=None,
+        spectral_input_bands=None,
     )
     assert run(args) == 0
     out = JepaCodecModel.from_pretrained(str(tmp_path / "run" / "final"))
@@ -150,4 +151,7 @@ def test_train_envelope_command(tmp_path):
     plain.save_pretrained(tmp_path / "plain")
     args.codec, args.output_dir = str(tmp_path / "plain"), str(tmp_path / "run2")
     with pytest.raises(ValueError, match="no envelope path"):
+        run(args)
+    args.spectral_input_bands = 4
+    with pytest.raises(ValueError, match="needs --preset"):
         run(args)

@@ -440,8 +440,6 @@ PRESETS: dict[str, dict[str, Any]] = {
             "conformer_kernel_size": 7,
             "dropout": 0.1,
             "conformer_final_norm": False,
-            "spectral_input_bands": 32,
-            "spectral_input_subframes": 20,
         },
         "decoder_config": {
             "channels": [256, 192, 128, 48, 16, 8],

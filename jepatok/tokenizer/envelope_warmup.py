@@ -206,6 +206,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="codec preset whose architecture to train into (modules it adds to --codec start as in "
         "stage 2, e.g. the spectral input at zero); default: the codec's own config",
     )
+    parser.add_argument(
+        "--spectral-input-bands",
+        type=int,
+        default=None,
+        help="with --preset: set encoder_config.spectral_input_bands (e.g. 32; the 20 sub-frames of the envelope)",
+    )
     parser.add_argument("--data", required=True, help="SOURCE with a train split (and validation for R^2)")
     parser.add_argument("--output-dir", required=True, help="run folder: final/ (the codec), metrics.jsonl")
     parser.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
@@ -225,8 +231,12 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{str(out / 'final')!r} already exists; choose another --output-dir")
     if args.threads:
         torch.set_num_threads(args.threads)
+    bands = getattr(args, "spectral_input_bands", None)
+    if bands is not None and not args.preset:
+        raise ValueError("--spectral-input-bands needs --preset (the architecture it modifies)")
     if args.preset:
-        codec = load_stage1(args.codec, JepaCodecConfig.from_preset(args.preset))
+        extra = {} if bands is None else {"encoder_config": {"spectral_input_bands": bands}}
+        codec = load_stage1(args.codec, JepaCodecConfig.from_preset(args.preset, **extra))
     else:
         codec = JepaCodecModel.from_pretrained(args.codec)
     if codec.decoder.envelope_block is None:

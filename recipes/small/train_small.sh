@@ -26,15 +26,16 @@ S2_EXTRA=${S2_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50"}
 # is then built from s2/final). The shipped run did this in two parts; see the model card.
 S2B_STEPS=${S2B_STEPS:-5700}
 S2B_DISC=${S2B_DISC:-5000}
-S2B_EXTRA=${S2B_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 encoder_lr=2.0e-4 envelope_weight=2.0 codec.encoder_config.spectral_input_bands=0"}
+S2B_EXTRA=${S2B_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 encoder_lr=2.0e-4 envelope_weight=2.0"}
 # Envelope warm-up (jepatok train-envelope): adds the encoder's spectral input to the stage-2(b) codec and trains
-# the frame-rate path as a log-mel autoencoder on cached front-end features (ENV_STEPS=0 skips it and stage 2c).
-ENV_STEPS=${ENV_STEPS:-7000}
+# the frame-rate path as a log-mel autoencoder on cached front-end features. Off by default (ENV_STEPS=0 skips it
+# and stage 2c): the one run of it (ENV_STEPS=7000 in two parts, S2C_STEPS=2500) did not beat the shipped codec.
+ENV_STEPS=${ENV_STEPS:-0}
 ENV_LR=${ENV_LR:-2.0e-3}
 # Stage 2c: the decoder learns to render the warmed-up codes (encoder frozen; projection and head kept as trained).
 S2C_STEPS=${S2C_STEPS:-2500}
 S2C_DISC=${S2C_DISC:-1800}
-S2C_EXTRA=${S2C_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 envelope_weight=2.0 calibrate_quantizer_batches=0 calibrate_envelope_batches=0"}
+S2C_EXTRA=${S2C_EXTRA:-"codec.encoder_config.spectral_input_bands=32 lr=1.0e-3 mel_weight=1.0 warmup_steps=50 envelope_weight=2.0 calibrate_quantizer_batches=0 calibrate_envelope_batches=0"}
 S2_LAUNCH=${S2_LAUNCH:-".venv/bin/accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m jepatok.cli"}
 LM_STEPS=${LM_STEPS:-300}
 TEXT_VOCAB=${TEXT_VOCAB:-1000}
@@ -58,7 +59,7 @@ if [ "$S2B_STEPS" -gt 0 ]; then
       disc_start_step="$S2B_DISC" log_every=10 save_every=100 sample_every=250 $S2B_EXTRA > "$RUN/s2b.log" 2>&1; log "s2b done"; }
 fi
 if [ "$ENV_STEPS" -gt 0 ]; then
-  [ -f "$RUN/env/final/config.json" ] || { log "env start"; $J train-envelope --codec "$CODEC_FINAL" --preset small \
+  [ -f "$RUN/env/final/config.json" ] || { log "env start"; $J train-envelope --codec "$CODEC_FINAL" --preset small --spectral-input-bands 32 \
       --data "$CODEC_CORPUS" --output-dir "$RUN/env" --steps "$ENV_STEPS" --lr "$ENV_LR" --threads 2 > "$RUN/env.log" 2>&1; log "env done"; }
   [ -f "$RUN/s2c/final/config.json" ] || { log "s2c start"; $S2_LAUNCH train-stage2 --recipe small --stage1 "$RUN/env/final" \
       --data "$CODEC_CORPUS" --output-dir "$RUN/s2c" --max-steps "$S2C_STEPS" disc_start_step="$S2C_DISC" log_every=10 \
