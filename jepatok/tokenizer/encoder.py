@@ -157,12 +157,12 @@ class JepaEncoder(nn.Module):
                 factor //= self.strides[j]
         return masks
 
-    def spectral_term(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor | None:
-        """The spectral input's contribution [B, stop - start, D] to bottleneck frames `start`..`stop` of the padded
-        input x [B, 1, T * hop] (None when the encoder has no spectral input)."""
+    def spectral_patches(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor | None:
+        """The spectral input's log-mel patches [B, stop - start, P] of frames `start`..`stop` of the padded input
+        x [B, 1, T * hop] (None when the encoder has no spectral input)."""
         if self.spectral_input is None:
             return None
-        patches = spectral_patches_window(
+        return spectral_patches_window(
             x[:, 0],
             start,
             stop,
@@ -171,6 +171,12 @@ class JepaEncoder(nn.Module):
             self.spectral_bands,
             self.spectral_subframes,
         )
+
+    def spectral_term(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor | None:
+        """The spectral input's contribution [B, stop - start, D] to those bottleneck frames (or None)."""
+        patches = self.spectral_patches(x, start, stop)
+        if patches is None:
+            return None
         with torch.autocast(device_type=x.device.type, enabled=False):
             return self.spectral_input(patches).to(x.dtype)
 

@@ -28,7 +28,8 @@ from torch import nn
 from .configuration import JepaCodecConfig
 from .encoder import JepaEncoder
 from .layers import apply_mask
-from .spectral import spectral_patches, spectral_patches_window
+from .losses import masked_frame_l1
+from .spectral import spectral_patches
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +44,8 @@ def frame_inputs(encoder: JepaEncoder, audio: torch.Tensor, bands: int, subframe
     h = encoder.stem(x)
     for block in encoder.blocks:
         h = block(h, None)
-    spectral = None
-    if encoder.spectral_input is not None:
-        spectral = spectral_patches_window(
-            x[:, 0],
-            0,
-            frames,
-            encoder.hop_length,
-            encoder.sampling_rate,
-            encoder.spectral_bands,
-            encoder.spectral_subframes,
-        )[0]
+    spectral = encoder.spectral_patches(x, 0, frames)
+    spectral = None if spectral is None else spectral[0]
     target = spectral_patches(x, encoder.hop_length, encoder.sampling_rate, bands, subframes)[0]
     return {"front": h[0], "spectral": spectral, "target": target}
 
@@ -92,11 +84,6 @@ def envelope_forward(codec, batch: dict) -> torch.Tensor:
     z, _ = enc.conformer_stack(z, None if bool(mask.all()) else mask)
     quantized = codec.quantize(z).quantized
     return codec.decoder.envelope_head(codec.decoder.frame_features(quantized)).transpose(1, 2)
-
-
-def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    diff = (pred - target).abs().mean(-1)
-    return (diff * mask).sum() / mask.sum().clamp_min(1)
 
 
 def trained_modules(codec) -> list[nn.Module]:
@@ -177,7 +164,7 @@ def warmup(
     for step in bar:
         idx = torch.randint(len(train), (batch_size,), generator=gen).tolist()
         batch = collate(train, idx)
-        loss = masked_l1(envelope_forward(codec, batch), batch["target"], batch["mask"])
+        loss = masked_frame_l1(envelope_forward(codec, batch), batch["target"], batch["mask"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

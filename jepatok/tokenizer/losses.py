@@ -109,6 +109,12 @@ def mel_magnitude(
     return torch.einsum("bft,fm->bmt", stft_magnitude(audio, n_fft, hop_length, pad_mode, center), fb)
 
 
+def masked_frame_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean L1 between per-frame vectors [B, T, F] over the frames where `mask` [B, T] is True."""
+    diff = (pred.float() - target).abs().mean(-1)  # [B, T]
+    return (diff * mask).sum() / mask.sum().clamp_min(1)
+
+
 def multi_resolution_stft_loss(
     pred: torch.Tensor,
     target: torch.Tensor,

@@ -416,9 +416,10 @@ class Stage2Trainer(CodecTrainer):
     def envelope_loss(self, envelope: torch.Tensor, batch: AudioBatch) -> torch.Tensor:
         """L1 between the decoder's predicted envelope [B, T, M * S] and the input's log-mel patches, over
         the frames that cover real samples."""
+        from .losses import masked_frame_l1
+
         target, mask = self.envelope_target(batch)
-        diff = (envelope.float() - target).abs().mean(-1)  # [B, T]
-        return (diff * mask).sum() / mask.sum().clamp_min(1)
+        return masked_frame_l1(envelope, target, mask)
 
     def disc_for_generator(self, real_audio: torch.Tensor, fake: torch.Tensor):
         """Discriminator outputs for the generator loss: real audio without autograd (its features are
