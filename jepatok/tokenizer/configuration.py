@@ -68,6 +68,9 @@ class JepaEncoderConfig(PretrainedConfig):
             so the encoder sees the within-frame spectral envelope directly instead of having to learn it from
             the waveform. 0 is the paper's waveform-only encoder.
         spectral_input_subframes (`int`, defaults to 20): STFT hops per frame of that patch (must divide the hop).
+        spectral_input_hidden (`int`, defaults to 0): With a spectral input, 0 maps the patch by one linear
+            layer; > 0 by a per-frame MLP (Linear(P, hidden) -> GELU -> Linear(hidden, latent_dim), the output
+            layer started at zero), which lets the frame's 256 bits describe the envelope nonlinearly.
     """
 
     model_type = "jepa_codec_encoder"
@@ -89,6 +92,7 @@ class JepaEncoderConfig(PretrainedConfig):
         conformer_final_norm: bool = True,
         spectral_input_bands: int = 0,
         spectral_input_subframes: int = 20,
+        spectral_input_hidden: int = 0,
         **kwargs,
     ):
         owner = "encoder"
@@ -130,6 +134,11 @@ class JepaEncoderConfig(PretrainedConfig):
             )
         self.spectral_input_bands = spectral_input_bands
         self.spectral_input_subframes = _positive("spectral_input_subframes", spectral_input_subframes, owner)
+        if not isinstance(spectral_input_hidden, int) or spectral_input_hidden < 0:
+            raise ValueError(
+                f"encoder.spectral_input_hidden must be an integer >= 0, got {spectral_input_hidden!r}"
+            )
+        self.spectral_input_hidden = spectral_input_hidden
         if spectral_input_bands and self.hop_length % spectral_input_subframes != 0:
             raise ValueError(
                 f"encoder.spectral_input_subframes ({spectral_input_subframes}) must divide the hop "

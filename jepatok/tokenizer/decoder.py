@@ -117,20 +117,47 @@ class JepaDecoder(nn.Module):
             x = block(x)
         return x
 
-    def forward(self, quantized: torch.Tensor, return_envelope: bool = False):
+    def forward(
+        self,
+        quantized: torch.Tensor,
+        return_envelope: bool = False,
+        envelope_override: torch.Tensor | None = None,
+        override_rows: torch.Tensor | None = None,
+    ):
         """quantized [B, T, D] -> audio [B, 1, T * hop] (and, with `return_envelope`, the predicted log-mel
         envelope [B, T, envelope_bands * envelope_subframes], band-major per frame like
-        `jepa.spectral_patches`; None when the decoder has none)."""
+        `jepa.spectral_patches`; None when the decoder has none).
+
+        `envelope_override` [B, T, bands * subframes] (stage 2's teacher forcing) is the envelope the waveform
+        stack renders instead of the predicted one, for the clips where `override_rows` [B] is True (all clips
+        when it is None); the returned envelope is still the prediction."""
         if quantized.dim() != 3:
             raise ValueError(f"decoder expects quantized latents [B, T, D], got {list(quantized.shape)}")
         x = self.frame_features(quantized)
         envelope = self.envelope_head(x) if self.envelope_block is not None else None  # [B, M * S, T]
+        rendered = envelope
+        if envelope_override is not None:
+            if envelope is None:
+                raise ValueError(
+                    "envelope_override needs a decoder with an envelope path (envelope_bands > 0)"
+                )
+            if envelope_override.shape != (envelope.shape[0], envelope.shape[2], envelope.shape[1]):
+                raise ValueError(
+                    f"envelope_override must be [B, T, bands * subframes] = "
+                    f"{[envelope.shape[0], envelope.shape[2], envelope.shape[1]]}, got {list(envelope_override.shape)}"
+                )
+            forced = envelope_override.transpose(1, 2).to(envelope.dtype)
+            rendered = (
+                forced
+                if override_rows is None
+                else torch.where(override_rows.view(-1, 1, 1), forced, envelope)
+            )
         x = self.in_proj(x)
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i == self.envelope_block:
-                b, _, t = envelope.shape
-                placed = envelope.reshape(b, self.envelope_bands, self.envelope_subframes, t)
+                b, _, t = rendered.shape
+                placed = rendered.reshape(b, self.envelope_bands, self.envelope_subframes, t)
                 placed = placed.permute(0, 1, 3, 2).reshape(
                     b, self.envelope_bands, t * self.envelope_subframes
                 )

@@ -117,8 +117,10 @@ class JepaEncoder(nn.Module):
         self.spectral_bands, self.spectral_subframes = enc.spectral_input_bands, enc.spectral_input_subframes
         self.spectral_input = None
         if self.spectral_bands:
-            self.spectral_input = nn.Linear(self.spectral_bands * self.spectral_subframes, enc.latent_dim)
-            self.spectral_input._zero_init = True  # added to a trained encoder, it starts as a no-op
+            patch, hidden = self.spectral_bands * self.spectral_subframes, enc.spectral_input_hidden
+            out = nn.Linear(hidden or patch, enc.latent_dim)
+            out._zero_init = True  # added to a trained encoder, it starts as a no-op
+            self.spectral_input = nn.Sequential(nn.Linear(patch, hidden), nn.GELU(), out) if hidden else out
         init_codec_weights(self, config.init_scheme)
 
     # --- helpers shared with chunked encoding ------------------------------------------------------

@@ -199,6 +199,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="with --preset: set encoder_config.spectral_input_bands (e.g. 32; the 20 sub-frames of the envelope)",
     )
+    parser.add_argument(
+        "--spectral-input-hidden",
+        type=int,
+        default=None,
+        help="with --spectral-input-bands: set encoder_config.spectral_input_hidden (an MLP spectral input, e.g. 512)",
+    )
     parser.add_argument("--data", required=True, help="SOURCE with a train split (and validation for R^2)")
     parser.add_argument("--output-dir", required=True, help="run folder: final/ (the codec), metrics.jsonl")
     parser.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
@@ -219,10 +225,17 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     bands = getattr(args, "spectral_input_bands", None)
+    hidden = getattr(args, "spectral_input_hidden", None)
     if bands is not None and not args.preset:
         raise ValueError("--spectral-input-bands needs --preset (the architecture it modifies)")
+    if hidden is not None and bands is None:
+        raise ValueError(
+            "--spectral-input-hidden needs --spectral-input-bands (the spectral input it shapes)"
+        )
     if args.preset:
         extra = {} if bands is None else {"encoder_config": {"spectral_input_bands": bands}}
+        if hidden is not None:
+            extra["encoder_config"]["spectral_input_hidden"] = hidden
         codec = load_stage1(args.codec, JepaCodecConfig.from_preset(args.preset, **extra))
     else:
         codec = JepaCodecModel.from_pretrained(args.codec)

@@ -62,6 +62,7 @@ _LATER_FIELDS = {
     ("encoder_config", "conformer_final_norm"): True,
     ("encoder_config", "spectral_input_bands"): 0,
     ("encoder_config", "spectral_input_subframes"): 20,
+    ("encoder_config", "spectral_input_hidden"): 0,
     ("fsq_config", "pre_projection"): False,
     ("decoder_config", "frame_layers"): 0,
     ("decoder_config", "frame_kernel_size"): 3,

@@ -37,7 +37,7 @@ from .train_common import (
     load_args,
     write_json_atomic,
 )
-from .train_stage1 import add_common_arguments
+from .train_stage1 import _seed, add_common_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +78,21 @@ class Stage2Args(TrainArgs):
         "decoders with envelope_bands > 0: weight of the L1 between the predicted log-mel envelope and the "
         "input's (jepa.spectral_patches scale), on valid frames",
     )
+    envelope_teacher_forcing: float = _f(
+        0.0,
+        "decoders with envelope_bands > 0: probability, per clip and step, that the waveform stack renders the "
+        "input's true log-mel envelope instead of the predicted one (teaches the decoder to render envelopes; "
+        "the head still trains on its L1; 0 = off)",
+    )
     sample_every: int = _f(500, "write audio samples + spectrogram PNG every N steps (0 = never)")
     num_samples: int = _f(2, "clips written per sample dump")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.envelope_teacher_forcing <= 1.0:
+            raise ValueError(
+                f"envelope_teacher_forcing is a probability in [0, 1], got {self.envelope_teacher_forcing}"
+            )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -106,6 +119,7 @@ def config_differences(a: JepaCodecConfig, b: JepaCodecConfig) -> dict[str, tupl
 _ADDABLE = {
     "encoder_config.spectral_input_bands",
     "encoder_config.spectral_input_subframes",
+    "encoder_config.spectral_input_hidden",
     "fsq_config.pre_projection",
     "decoder_config.frame_layers",
     "decoder_config.envelope_bands",
@@ -174,14 +188,21 @@ class Stage2Generator(nn.Module):
         return self
 
     def forward(
-        self, input_values: torch.Tensor, padding_mask: torch.Tensor | None
+        self,
+        input_values: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        envelope_override: torch.Tensor | None = None,
+        override_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """[B, 1, L] (L a multiple of the hop) -> (reconstruction [B, 1, L], the decoder's predicted log-mel
-        envelope [B, T, bands * subframes] or None)."""
+        envelope [B, T, bands * subframes] or None). `envelope_override` / `override_rows`: teacher forcing
+        (`JepaDecoder.forward`)."""
         with torch.set_grad_enabled(self.finetune_encoder and torch.is_grad_enabled()):
             latents = self.codec.encoder(input_values, padding_mask).latents  # [B, T, D]
         quantized = self.codec.quantize(latents).quantized
-        audio, envelope = self.codec.decoder(quantized, return_envelope=True)
+        audio, envelope = self.codec.decoder(
+            quantized, return_envelope=True, envelope_override=envelope_override, override_rows=override_rows
+        )
         return audio[..., : input_values.shape[-1]], envelope
 
 
@@ -329,9 +350,10 @@ class Stage2Trainer(CodecTrainer):
         # in no_sync and the gradients are all-reduced once, explicitly, after the last backward.
         manual_reduce = n > 1 and acc.num_processes > 1
         fakes, envelopes = [], []
-        for b in batches:
+        for i, b in enumerate(batches):
+            forcing = self.teacher_forcing(b, step, i)
             with acc.no_sync(self.gen) if manual_reduce else nullcontext(), acc.autocast():
-                fake, envelope = self.gen(b.input_values, b.padding_mask)
+                fake, envelope = self.gen(b.input_values, b.padding_mask, *forcing)
             fakes.append(fake)
             envelopes.append(envelope)
         metrics: dict[str, float] = {}
@@ -397,6 +419,18 @@ class Stage2Trainer(CodecTrainer):
         if a.sample_every and (step + 1) % a.sample_every == 0 and acc.is_main_process:
             self.write_samples(step + 1, batches[0], fakes[0].detach(), metrics)
         return metrics
+
+    def teacher_forcing(self, batch: AudioBatch, step: int, micro: int) -> tuple:
+        """(true envelope [B, T, M * S], clips to force [B] bool) for `envelope_teacher_forcing`, or (None, None).
+        The draw is seeded from (seed, step, rank, micro-batch), so resume stays exact."""
+        p = self.args.envelope_teacher_forcing
+        if p <= 0 or self.codec.decoder.envelope_block is None:
+            return None, None
+        gen = torch.Generator().manual_seed(
+            _seed(self.args.seed, step, self.accelerator.process_index, micro)
+        )
+        rows = torch.rand(batch.input_values.shape[0], generator=gen) < p
+        return self.envelope_target(batch)[0], rows.to(batch.input_values.device)
 
     @torch.no_grad()
     def envelope_target(self, batch: AudioBatch) -> tuple[torch.Tensor, torch.Tensor]:

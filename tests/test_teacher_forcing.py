@@ -1,0 +1,126 @@
+"""Stage 2's envelope teacher forcing (`envelope_teacher_forcing`, `JepaDecoder.forward(envelope_override=...)`)
+and the MLP spectral input (`encoder_config.spectral_input_hidden`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from _train_utils import FAST, assert_same_weights, load_weights, make_audio_folder, one_thread  # noqa: F401
+
+from jepatok import JepaCodecConfig, JepaCodecModel, codec_identity
+from jepatok.tokenizer.train_common import load_args
+from jepatok.tokenizer.train_stage2 import Stage2Args, Stage2Trainer, load_stage1
+
+ENV = {"envelope_bands": 3, "envelope_subframes": 4, "frame_layers": 1}
+ENV_KEYS = [f"codec.decoder_config.{k}={v}" for k, v in ENV.items()]
+
+
+def _decoder_inputs(seed: int = 0):
+    torch.manual_seed(seed)
+    model = JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=ENV)).eval()
+    torch.nn.init.normal_(model.decoder.envelope_in.weight, std=1.0)  # make the envelope audible
+    q = torch.rand(2, 5, model.config.fsq_config.dim) * 2 - 1
+    forced = torch.randn(2, 5, 3 * 4)
+    return model.decoder, q, forced
+
+
+def test_override_renders_the_given_envelope_for_the_chosen_clips_only():
+    decoder, q, forced = _decoder_inputs()
+    seen = []
+    decoder.envelope_in.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    with torch.no_grad():
+        plain, predicted = decoder(q, return_envelope=True)
+        audio, returned = decoder(q, return_envelope=True, envelope_override=forced)
+        mixed, _ = decoder(
+            q, return_envelope=True, envelope_override=forced, override_rows=torch.tensor([True, False])
+        )
+    torch.testing.assert_close(returned, predicted)  # the prediction is returned (its L1 still trains)
+    assert seen[1].shape == (2, 3, 5 * 4)
+    torch.testing.assert_close(seen[1][0, :, 4:8], forced[0, 1].reshape(3, 4))  # frame 1's sub-frames
+    assert not torch.allclose(audio, plain, atol=1e-4)
+    torch.testing.assert_close(mixed[0], audio[0])  # forced clip
+    torch.testing.assert_close(mixed[1], plain[1])  # clip left to its prediction
+    with pytest.raises(ValueError, match="envelope_override must be"):
+        decoder(q, envelope_override=forced[:, :4])
+    plain_decoder = JepaCodecModel(JepaCodecConfig.from_preset("tiny")).decoder
+    with pytest.raises(ValueError, match="needs a decoder with an envelope path"):
+        plain_decoder(q, envelope_override=forced)
+
+
+def test_teacher_forcing_draws_are_seeded_and_follow_the_probability(tmp_path):
+    data = make_audio_folder(tmp_path / "wavs")
+    torch.manual_seed(0)
+    stage1 = tmp_path / "s1"
+    JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=ENV)).save_pretrained(stage1)
+
+    def trainer(p: float, name: str, *extra: str) -> Stage2Trainer:
+        args = load_args(
+            Stage2Args,
+            "tiny",
+            "stage2",
+            FAST + ENV_KEYS + ["sample_every=0", f"envelope_teacher_forcing={p}", *extra],
+        )
+        return Stage2Trainer(args, str(data), tmp_path / name, str(stage1))
+
+    t = trainer(0.5, "half")
+    t.accelerator = t._make_accelerator()
+    t.build()
+    batch = type("B", (), {"input_values": 0.1 * torch.randn(64, 1, 16 * 3), "padding_mask": None})()
+    target, rows = t.teacher_forcing(batch, step=3, micro=0)
+    assert target.shape == (64, 3, 12) and rows.dtype == torch.bool
+    assert torch.equal(rows, t.teacher_forcing(batch, step=3, micro=0)[1])  # same draw on resume
+    assert not torch.equal(rows, t.teacher_forcing(batch, step=4, micro=0)[1])
+    assert 16 < int(rows.sum()) < 48
+    assert trainer(0.0, "off").teacher_forcing(batch, 0, 0) == (None, None)
+    with pytest.raises(ValueError, match="envelope_teacher_forcing is a probability"):
+        trainer(1.5, "bad")
+
+
+def test_teacher_forced_run_trains_and_resumes_exactly(tmp_path):
+    data = make_audio_folder(tmp_path / "wavs")
+    torch.manual_seed(0)
+    stage1 = tmp_path / "s1"
+    JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=ENV)).save_pretrained(stage1)
+    extra = (
+        FAST + ENV_KEYS + ["sample_every=0", "envelope_teacher_forcing=0.5", "max_steps=3", "save_every=1"]
+    )
+    extra += ["disc_start_step=100"]
+
+    def args(*more: str):
+        return load_args(Stage2Args, "tiny", "stage2", extra + list(more))
+
+    full = Stage2Trainer(args(), str(data), tmp_path / "full", str(stage1)).run()
+    cut = tmp_path / "cut"
+    assert Stage2Trainer(args("halt_after_steps=1"), str(data), cut, str(stage1)).run() is None
+    resumed = Stage2Trainer(args(), str(data), cut, str(stage1), resume=True).run()
+    assert_same_weights(load_weights(full / "model.safetensors"), load_weights(resumed / "model.safetensors"))
+    logged = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert len(logged) == 3 and all(r["gen_envelope"] > 0 for r in logged)
+
+
+def test_mlp_spectral_input_is_added_as_a_no_op_and_keeps_old_identities(tmp_path):
+    spec = {"spectral_input_bands": 4, "spectral_input_subframes": 4}
+    base = JepaCodecConfig.from_preset("tiny", encoder_config=spec)
+    zero = JepaCodecConfig.from_preset("tiny", encoder_config={**spec, "spectral_input_hidden": 0})
+    assert (
+        codec_identity(JepaCodecModel(zero))["config_hash"]
+        == codec_identity(JepaCodecModel(base))["config_hash"]
+    )
+    torch.manual_seed(0)
+    old = JepaCodecModel(JepaCodecConfig.from_preset("tiny"))
+    old.save_pretrained(tmp_path / "old")
+    mlp = JepaCodecConfig.from_preset("tiny", encoder_config={**spec, "spectral_input_hidden": 24})
+    new = load_stage1(tmp_path / "old", mlp).eval()
+    first, _, last = new.encoder.spectral_input
+    assert first.weight.shape == (24, 16) and last.weight.shape == (128, 24)
+    assert float(first.weight.detach().std()) > 0 and float(last.weight.detach().abs().sum()) == 0.0
+    audio = 0.3 * torch.randn(1, 1, 16 * 12)
+    with torch.no_grad():
+        assert torch.equal(new.encode(audio).audio_codes, old.eval().encode(audio).audio_codes)
+        torch.nn.init.normal_(last.weight, std=0.5)
+        assert not torch.equal(new.encode(audio).audio_codes, old.encode(audio).audio_codes)
+    assert codec_identity(new)["config_hash"] != codec_identity(JepaCodecModel(base))["config_hash"]
+    with pytest.raises(ValueError, match="spectral_input_hidden must be an integer >= 0"):
+        JepaCodecConfig.from_preset("tiny", encoder_config={**spec, "spectral_input_hidden": -2})
