@@ -139,6 +139,29 @@ def _sidecar_text(audio: Path) -> tuple[str | None, str | None]:
     return None, None
 
 
+def folder_transcripts(folder: Path) -> tuple[dict[Path, str], dict[Path, str]]:
+    """(texts, speakers) keyed by resolved audio path, from every `metadata.csv` (audiofolder or LJSpeech) and
+    LibriSpeech `*.trans.txt` below `folder`."""
+    texts: dict[Path, str] = {}
+    speakers: dict[Path, str] = {}
+    for csv_path in sorted(folder.rglob("metadata.csv")):
+        _read_metadata_csv(csv_path, texts, speakers)
+    for trans in sorted(folder.rglob("*.trans.txt")):
+        _read_trans_txt(trans, texts, speakers)
+    return texts, speakers
+
+
+def transcript_of(path: Path, texts: dict[Path, str], speakers: dict[Path, str]) -> tuple[str, str]:
+    """(text, speaker) of one audio file: from `folder_transcripts`' tables, else from a sidecar text file beside
+    it (LibriTTS, .txt, .lab); "" where unknown."""
+    resolved = path.resolve()
+    text, speaker = texts.get(resolved), speakers.get(resolved)
+    if text is None:
+        text, side_speaker = _sidecar_text(path)
+        speaker = speaker or side_speaker
+    return text or "", speaker or ""
+
+
 def folder_dataset(root: str | os.PathLike, split: str | None = None) -> Dataset:
     """An audio folder (any of the layouts in the module docstring) -> Dataset sorted by file name.
 
@@ -154,28 +177,20 @@ def folder_dataset(root: str | os.PathLike, split: str | None = None) -> Dataset
     files = list_audio_files(root)
     if not files:
         raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found under {str(root)!r}")
-    texts: dict[Path, str] = {}
-    speakers: dict[Path, str] = {}
     search = root if root.is_dir() else root.parent
-    for csv_path in sorted(search.rglob("metadata.csv")):
-        _read_metadata_csv(csv_path, texts, speakers)
-    for trans in sorted(search.rglob("*.trans.txt")):
-        _read_trans_txt(trans, texts, speakers)
+    texts, speakers = folder_transcripts(search)
     rows: dict[str, list] = {"audio": [], "text": [], "speaker": [], "file_name": []}
     hasher = hashlib.sha256()
     for path in files:
         resolved = path.resolve()
-        text, speaker = texts.get(resolved), speakers.get(resolved)
-        if text is None:
-            text, side_speaker = _sidecar_text(path)
-            speaker = speaker or side_speaker
+        text, speaker = transcript_of(path, texts, speakers)
         rel = str(path.relative_to(search)) if path != search else path.name
         rows["audio"].append({"path": str(resolved), "bytes": None})
-        rows["text"].append(text or "")
-        rows["speaker"].append(speaker or "")
+        rows["text"].append(text)
+        rows["speaker"].append(speaker)
         rows["file_name"].append(rel)
         stat = path.stat()
-        hasher.update(json.dumps([rel, stat.st_size, stat.st_mtime_ns, text or "", speaker or ""]).encode())
+        hasher.update(json.dumps([rel, stat.st_size, stat.st_mtime_ns, text, speaker]).encode())
     table = datasets.table.InMemoryTable.from_pydict(rows, schema=FEATURES.arrow_schema)
     return Dataset(table, info=datasets.DatasetInfo(features=FEATURES), fingerprint=hasher.hexdigest()[:32])
 

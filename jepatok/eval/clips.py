@@ -1,8 +1,9 @@
 """Evaluation clips from an audio folder (with optional metadata.csv transcripts) or a `datasets` dataset.
 
-An audio folder is searched recursively; every `metadata.csv` below it (columns file_name, text, and
-optionally speaker, as the corpus builder and HF `audiofolder` use) supplies transcripts for the files it
-names, relative to its own folder. A folder holding `train/validation/test` sub-folders is evaluated on
+An audio folder is searched recursively; its transcripts are read as the training data reads them
+(`data.sources.folder_transcripts`): every `metadata.csv` below it (audiofolder columns file_name, text,
+optionally speaker, as the corpus builder writes; or LJSpeech's), LibriSpeech `*.trans.txt`, and sidecar
+text files. A folder holding `train/validation/test` sub-folders is evaluated on
 `test` unless another split is asked for. A directory written by `Dataset.save_to_disk` /
 `DatasetDict.save_to_disk` is read with `datasets.load_from_disk`; any other string is tried as a
 `datasets.load_dataset` name (needs network unless cached). Audio is decoded with soundfile, not
@@ -11,7 +12,6 @@ torchcodec.
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.audio import list_audio_files, load_audio
-from ..data.sources import read_audio_cell
-
-TEXT_COLUMNS = ("text", "transcription", "sentence", "normalized_text", "transcript")
-SPEAKER_COLUMNS = ("speaker", "speaker_id", "client_id")
+from ..data.sources import SPEAKER_COLUMNS, TEXT_COLUMNS, folder_transcripts, read_audio_cell, transcript_of
 
 
 @dataclass
@@ -45,20 +42,6 @@ class EvalClip:
 def _safe_id(text: str) -> str:
     out = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
     return out.strip("._") or "clip"
-
-
-def _read_metadata(folder: Path) -> dict[Path, dict[str, str]]:
-    rows: dict[Path, dict[str, str]] = {}
-    for meta in sorted(folder.rglob("metadata.csv")):
-        with open(meta, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or "file_name" not in reader.fieldnames:
-                raise ValueError(
-                    f"{meta} has no `file_name` column; expected file_name,text,... as in an audiofolder"
-                )
-            for row in reader:
-                rows[(meta.parent / row["file_name"]).resolve()] = row
-    return rows
 
 
 def _pick_indices(n: int, max_clips: int | None) -> list[int]:
@@ -98,12 +81,12 @@ def load_folder_clips(
     files = list_audio_files(root)
     if not files:
         raise ValueError(f"no audio files (.wav, .flac, .mp3, .ogg, .opus) found under {str(root)!r}")
-    meta = _read_metadata(root) if root.is_dir() else {}
+    texts, speakers = folder_transcripts(root) if root.is_dir() else ({}, {})
     clips, used = [], set()
     for i in _pick_indices(len(files), max_clips):
         path = files[i]
         audio, sr = load_audio(path)
-        row = meta.get(path.resolve(), {})
+        text, speaker = transcript_of(path, texts, speakers)
         rel = path.relative_to(root) if root.is_dir() else Path(path.name)
         clip_id = _safe_id(str(rel.with_suffix("")).replace(os.sep, "_"))
         while clip_id in used:
@@ -114,8 +97,8 @@ def load_folder_clips(
                 clip_id,
                 audio,
                 sr,
-                text=_first(row, TEXT_COLUMNS),
-                speaker=_first(row, SPEAKER_COLUMNS),
+                text=text,
+                speaker=speaker,
                 source=str(path),
             )
         )
