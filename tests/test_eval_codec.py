@@ -194,3 +194,16 @@ def test_load_codec_from_directory_and_preset(tmp_path):
     loaded = load_codec(str(tmp_path / "ckpt"))
     assert codec_identity(loaded) == codec_identity(a)
     assert not loaded.training
+
+
+def test_load_clips_reads_librispeech_and_sidecar_transcripts(tmp_path):
+    """Eval clips read transcripts as the training data does (data.sources.folder_transcripts)."""
+    audio = 0.1 * np.sin(np.linspace(0, 300, 1600)).astype(np.float32)
+    write_wav(tmp_path / "19" / "198" / "19-198-0001.wav", audio, 16000)
+    (tmp_path / "19" / "198" / "19-198.trans.txt").write_text("19-198-0001 NORTHANGER ABBEY\n")
+    write_wav(tmp_path / "side" / "a.wav", audio, 16000)
+    (tmp_path / "side" / "a.txt").write_text("a sidecar line\n")
+    clips = {c.clip_id: c for c in load_clips(tmp_path)}
+    assert clips["19_198_19-198-0001"].text == "NORTHANGER ABBEY"
+    assert clips["19_198_19-198-0001"].speaker == "19"
+    assert clips["side_a"].text == "a sidecar line"
