@@ -155,3 +155,6 @@ def test_train_envelope_command(tmp_path):
     args.spectral_input_bands = 4
     with pytest.raises(ValueError, match="needs --preset"):
         run(args)
+    args.spectral_input_bands, args.spectral_input_hidden = None, 8
+    with pytest.raises(ValueError, match="needs --spectral-input-bands"):
+        run(args)
