@@ -10,7 +10,7 @@ import torch
 from _train_utils import make_audio_folder
 
 from jepatok import JepaCodecConfig, JepaCodecModel, codec_identity
-from jepatok.tokenizer.envelope_warmup import build_cache, envelope_r2, run, trained_modules, warmup
+from jepatok.tokenizer.envelope_warmup import build_cache, collate, envelope_r2, run, trained_modules, warmup
 from jepatok.tokenizer.spectral import spectral_patches, spectral_patches_window
 
 SPEC = {"spectral_input_bands": 4, "spectral_input_subframes": 4}
@@ -158,3 +158,21 @@ def test_train_envelope_command(tmp_path):
     args.spectral_input_bands, args.spectral_input_hidden = None, 8
     with pytest.raises(ValueError, match="needs --spectral-input-bands"):
         run(args)
+
+
+def test_warmup_whitens_the_quantizer_input(tmp_path):
+    from jepatok.tokenizer.envelope_warmup import frame_latents, whiten_quantizer
+
+    data = make_audio_folder(tmp_path / "wavs", n=6, seconds=0.6)
+    codec = _codec(decoder_config=ENV, fsq_config={"pre_projection": True})
+    cache = build_cache(codec, str(data), "train", 10.0, progress=False)
+    frames = whiten_quantizer(codec, cache, target_std=0.8)
+    assert frames == sum(c["target"].shape[0] for c in cache)
+    with torch.no_grad():
+        z = torch.cat([frame_latents(codec, collate(cache, [i]))[0] for i in range(len(cache))])
+        w = codec.pre_quant(z)
+    assert float(w.mean(0).abs().max()) < 1e-3  # centred
+    top = torch.linalg.eigvalsh(torch.cov(w.T))[-5:]
+    torch.testing.assert_close(top.sqrt(), torch.full((5,), 0.8), atol=0.05, rtol=0)
+    with pytest.raises(ValueError, match="no pre-quantization projection"):
+        whiten_quantizer(_codec(decoder_config=ENV), cache)

@@ -124,3 +124,28 @@ def test_mlp_spectral_input_is_added_as_a_no_op_and_keeps_old_identities(tmp_pat
     assert codec_identity(new)["config_hash"] != codec_identity(JepaCodecModel(base))["config_hash"]
     with pytest.raises(ValueError, match="spectral_input_hidden must be an integer >= 0"):
         JepaCodecConfig.from_preset("tiny", encoder_config={**spec, "spectral_input_hidden": -2})
+
+
+def test_fsq_input_rms_keeps_tanh_unsaturated_and_old_identities():
+    """fsq_config.input_rms: each frame's FSQ input is rescaled to that RMS, whatever the latents' scale."""
+    torch.manual_seed(0)
+    plain = JepaCodecModel(JepaCodecConfig.from_preset("tiny"))
+    explicit = JepaCodecConfig.from_preset("tiny", fsq_config={"input_rms": 0.0})
+    assert codec_identity(JepaCodecModel(explicit))["config_hash"] == codec_identity(plain)["config_hash"]
+    codec = JepaCodecModel(JepaCodecConfig.from_preset("tiny", fsq_config={"input_rms": 0.8})).eval()
+    assert codec_identity(codec)["config_hash"] != codec_identity(plain)["config_hash"]
+    latents = 500.0 * torch.randn(2, 40, codec.config.fsq_config.dim)  # far out in tanh's flat tails
+    spread = codec.quantize(latents).indices
+    saturated = plain.eval().quantize(latents).indices
+    inner = lambda idx: float(((idx == 1) | (idx == 2)).float().mean())  # noqa: E731
+    assert inner(saturated) < 0.01  # without it: almost only the two outer levels
+    assert 0.35 < inner(spread) < 0.65  # RMS 0.8: the four levels about equally used
+    assert torch.equal(codec.quantize(latents / 1000).indices, spread)  # scale-free per frame
+    latents.requires_grad_(True)
+    codec.quantize(latents).quantized.sum().backward()
+    assert float(latents.grad.abs().mean()) > 0  # the gradient reaches the latents
+    with torch.no_grad():
+        audio = 0.3 * torch.randn(1, 1, 16 * 9)
+        assert codec.encode(audio).audio_codes.shape == (1, 9, codec.config.fsq_config.num_groups)
+    with pytest.raises(ValueError, match="input_rms must be a number >= 0"):
+        JepaCodecConfig.from_preset("tiny", fsq_config={"input_rms": -1.0})

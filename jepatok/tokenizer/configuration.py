@@ -196,6 +196,12 @@ class FsqConfig(PretrainedConfig):
             encoder put 90% of its variance in 3 of 128 dimensions (participation ratio 1.9) with per-dimension
             means near +-1.9, so its 256 bits per frame carried 0.65 bit of index entropy per dimension, mostly
             copies of the same few values. `small` turns it on; `paper` keeps the authors' direct FSQ.
+        input_rms (`float`, defaults to 0.0): When > 0, each frame's latent vector (after `pre_quant`) is rescaled
+            to this root-mean-square over its dimensions before FSQ's tanh, so training can never push it into
+            tanh's flat tails. 0.8 fills four bins about equally. Without it, fine-tuning the `small` encoder
+            through FSQ grew the pre-tanh values of the third shipped codec to std ~760, 94% of them beyond
+            +-2: its codes carried 0.65 bit per dimension, and the rounding's straight-through gradient (times
+            tanh's slope) vanished there. 0 = off (the paper).
     """
 
     model_type = "jepa_codec_fsq"
@@ -206,6 +212,7 @@ class FsqConfig(PretrainedConfig):
         levels: list[int] | int | None = None,
         group_size: int = 7,
         pre_projection: bool = False,
+        input_rms: float = 0.0,
         **kwargs,
     ):
         if levels is None:
@@ -221,6 +228,9 @@ class FsqConfig(PretrainedConfig):
         if not isinstance(pre_projection, bool):
             raise ValueError(f"fsq.pre_projection must be a bool, got {pre_projection!r}")
         self.pre_projection = pre_projection
+        if isinstance(input_rms, bool) or not isinstance(input_rms, (int, float)) or not input_rms >= 0:
+            raise ValueError(f"fsq.input_rms must be a number >= 0 (0 = off), got {input_rms!r}")
+        self.input_rms = float(input_rms)
         super().__init__(**kwargs)
 
     @property

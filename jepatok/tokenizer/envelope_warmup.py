@@ -73,16 +73,20 @@ def collate(cache: list[dict], indices: list[int]) -> dict:
     }
 
 
-def envelope_forward(codec, batch: dict) -> torch.Tensor:
-    """The frame-rate path on a cached batch -> predicted envelope [B, T, bands * subframes]."""
+def frame_latents(codec, batch: dict) -> torch.Tensor:
+    """The encoder's frame-rate part on a cached batch -> latents z [B, T, D] (what `codec.quantize` takes)."""
     enc = codec.encoder
     mask = batch["mask"]
     z = enc.bottleneck(batch["front"])
     if batch["spectral"] is not None:
         z = z + enc.spectral_input(batch["spectral"]).transpose(1, 2)
     z = apply_mask(z, mask.unsqueeze(1).to(z.dtype)).transpose(1, 2)
-    z, _ = enc.conformer_stack(z, None if bool(mask.all()) else mask)
-    quantized = codec.quantize(z).quantized
+    return enc.conformer_stack(z, None if bool(mask.all()) else mask)[0]
+
+
+def envelope_forward(codec, batch: dict) -> torch.Tensor:
+    """The frame-rate path on a cached batch -> predicted envelope [B, T, bands * subframes]."""
+    quantized = codec.quantize(frame_latents(codec, batch)).quantized
     return codec.decoder.envelope_head(codec.decoder.frame_features(quantized)).transpose(1, 2)
 
 
@@ -92,6 +96,30 @@ def trained_modules(codec) -> list[nn.Module]:
     mods += [codec.decoder.envelope_head]
     mods += [m for m in (codec.encoder.spectral_input, codec.pre_quant) if m is not None]
     return mods
+
+
+@torch.no_grad()
+def whiten_quantizer(codec, cache: list[dict], target_std: float = 0.8, batch_size: int = 16) -> int:
+    """Set `codec.pre_quant` to a ZCA whitening (std `target_std`) of the latents of the cached clips, as stage 2's
+    `calibrate_quantizer_batches` does from audio; returns the number of frames used."""
+    from .train_stage2 import whitening_projection
+
+    if codec.pre_quant is None:
+        raise ValueError("the codec has no pre-quantization projection (fsq_config.pre_projection = false)")
+    codec.eval()
+    dim = codec.pre_quant.weight.shape[0]
+    count, total = torch.zeros(1, dtype=torch.float64), torch.zeros(dim, dtype=torch.float64)
+    outer = torch.zeros(dim, dim, dtype=torch.float64)
+    for s in range(0, len(cache), batch_size):
+        b = collate(cache, list(range(s, min(len(cache), s + batch_size))))
+        z = frame_latents(codec, b)[b["mask"]].double()  # valid frames [N, D]
+        count += z.shape[0]
+        total += z.sum(0)
+        outer += z.T @ z
+    weight, bias = whitening_projection(count, total, outer, target_std)
+    codec.pre_quant.weight.copy_(weight.to(codec.pre_quant.weight))
+    codec.pre_quant.bias.copy_(bias.to(codec.pre_quant.bias))
+    return int(count.item())
 
 
 @torch.no_grad()
@@ -205,6 +233,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="with --spectral-input-bands: set encoder_config.spectral_input_hidden (an MLP spectral input, e.g. 512)",
     )
+    parser.add_argument(
+        "--fsq-input-rms",
+        type=float,
+        default=None,
+        help="with --preset: set fsq_config.input_rms (each frame's FSQ input rescaled to this RMS, e.g. 0.8)",
+    )
+    parser.add_argument(
+        "--whiten",
+        action="store_true",
+        help="first set the pre-quantization projection to a whitening of the train clips' latents",
+    )
     parser.add_argument("--data", required=True, help="SOURCE with a train split (and validation for R^2)")
     parser.add_argument("--output-dir", required=True, help="run folder: final/ (the codec), metrics.jsonl")
     parser.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
@@ -232,10 +271,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             "--spectral-input-hidden needs --spectral-input-bands (the spectral input it shapes)"
         )
+    rms = getattr(args, "fsq_input_rms", None)
+    if rms is not None and not args.preset:
+        raise ValueError("--fsq-input-rms needs --preset (the architecture it modifies)")
     if args.preset:
         extra = {} if bands is None else {"encoder_config": {"spectral_input_bands": bands}}
         if hidden is not None:
             extra["encoder_config"]["spectral_input_hidden"] = hidden
+        if rms is not None:
+            extra["fsq_config"] = {"input_rms": rms}
         codec = load_stage1(args.codec, JepaCodecConfig.from_preset(args.preset, **extra))
     else:
         codec = JepaCodecModel.from_pretrained(args.codec)
@@ -251,6 +295,9 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         logger.warning("no validation split (%s): R^2 is reported on train clips", err)
         valid = train[: min(64, len(train))]
+    if getattr(args, "whiten", False):
+        frames = whiten_quantizer(codec, train)
+        print(f"pre-quantization projection whitened on {frames} train frames")
     before = envelope_r2(codec, valid)
     print(f"validation envelope before: L1 {before[0]:.4f}, R^2 {before[1]:.3f}")
     warmup(

@@ -64,6 +64,7 @@ _LATER_FIELDS = {
     ("encoder_config", "spectral_input_subframes"): 20,
     ("encoder_config", "spectral_input_hidden"): 0,
     ("fsq_config", "pre_projection"): False,
+    ("fsq_config", "input_rms"): 0.0,
     ("decoder_config", "frame_layers"): 0,
     ("decoder_config", "frame_kernel_size"): 3,
     ("decoder_config", "envelope_bands"): 0,
@@ -174,10 +175,15 @@ class JepaCodecModel(JepaCodecPreTrainedModel):
     # --- quantization ------------------------------------------------------------------------------
     def quantize(self, latents: torch.Tensor) -> JepaQuantizerOutput:
         """latents [B, T, D] -> quantized [B, T, D], FSQ indices [B, T, D] and packed codes [B, T, G]
-        (through `pre_quant` first when the config has `fsq.pre_projection`; in fp32 like FSQ)."""
-        if self.pre_quant is not None:
-            with torch.autocast(device_type=latents.device.type, enabled=False):
+        (through `pre_quant` first when the config has `fsq.pre_projection`, then rescaled to `fsq.input_rms`
+        per frame when it is > 0; in fp32 like FSQ)."""
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            if self.pre_quant is not None:
                 latents = self.pre_quant(latents.float())
+            rms = self.config.fsq_config.input_rms
+            if rms > 0:  # each frame's vector to RMS `input_rms`: FSQ's tanh is never saturated
+                latents = latents.float()
+                latents = latents * (rms / latents.pow(2).mean(-1, keepdim=True).add(1e-12).sqrt())
         out = self.quantizer(latents)
         codes = pack(out.indices, self.config.fsq_config.levels, self.config.fsq_config.group_size)
         return JepaQuantizerOutput(quantized=out.quantized, indices=out.indices, audio_codes=codes)

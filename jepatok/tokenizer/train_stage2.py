@@ -121,6 +121,7 @@ _ADDABLE = {
     "encoder_config.spectral_input_subframes",
     "encoder_config.spectral_input_hidden",
     "fsq_config.pre_projection",
+    "fsq_config.input_rms",
     "decoder_config.frame_layers",
     "decoder_config.envelope_bands",
     "decoder_config.envelope_subframes",

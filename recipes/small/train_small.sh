@@ -32,16 +32,17 @@ S2B_EXTRA=${S2B_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 encoder_lr=2.0e
 # envelope input (STOI 0.611 with the predicted envelope, 0.616 with the true one, 0.600 with none).
 TF_STEPS=${TF_STEPS:-400}
 TF_EXTRA=${TF_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=20 envelope_weight=2.0 envelope_teacher_forcing=1.0 calibrate_quantizer_batches=0 calibrate_envelope_batches=0"}
-# Envelope warm-up (jepatok train-envelope): adds the encoder's MLP spectral input and trains the frame-rate path as a
-# log-mel autoencoder through FSQ on cached front-end features (ENV_STEPS=0 skips it and stage 2c).
+# Envelope warm-up (jepatok train-envelope): adds the encoder's MLP spectral input and the per-frame RMS normalisation of
+# FSQ's input, re-whitens the projection, and trains the frame-rate path as a log-mel autoencoder through FSQ on cached
+# front-end features (ENV_STEPS=0 skips it and stage 2c).
 ENV_STEPS=${ENV_STEPS:-5000}
 ENV_LR=${ENV_LR:-2.0e-3}
 ENV_HIDDEN=${ENV_HIDDEN:-512}
-SPECTRAL="codec.encoder_config.spectral_input_bands=32 codec.encoder_config.spectral_input_hidden=$ENV_HIDDEN"
+SPECTRAL="codec.encoder_config.spectral_input_bands=32 codec.encoder_config.spectral_input_hidden=$ENV_HIDDEN codec.fsq_config.input_rms=0.8"
 # Stage 2c: the decoder learns to render the warmed-up codes, half of the clips teacher-forced (encoder frozen; projection
 # and head kept as trained).
-S2C_STEPS=${S2C_STEPS:-2000}
-S2C_DISC=${S2C_DISC:-100000}
+S2C_STEPS=${S2C_STEPS:-3600}
+S2C_DISC=${S2C_DISC:-2800}
 S2C_EXTRA=${S2C_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 envelope_weight=2.0 envelope_teacher_forcing=0.5 calibrate_quantizer_batches=0 calibrate_envelope_batches=0"}
 S2_LAUNCH=${S2_LAUNCH:-".venv/bin/accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m jepatok.cli"}
 LM_STEPS=${LM_STEPS:-300}
@@ -73,7 +74,7 @@ if [ "$TF_STEPS" -gt 0 ]; then
 fi
 if [ "$ENV_STEPS" -gt 0 ]; then
   [ -f "$RUN/env/final/config.json" ] || { log "env start"; $J train-envelope --codec "$CODEC_FINAL" --preset small \
-      --spectral-input-bands 32 --spectral-input-hidden "$ENV_HIDDEN" --data "$CODEC_CORPUS" --output-dir "$RUN/env" \
+      --spectral-input-bands 32 --spectral-input-hidden "$ENV_HIDDEN" --fsq-input-rms 0.8 --whiten --data "$CODEC_CORPUS" --output-dir "$RUN/env" \
       --steps "$ENV_STEPS" --lr "$ENV_LR" --threads 2 > "$RUN/env.log" 2>&1; log "env done"; }
   [ -f "$RUN/s2c/final/config.json" ] || { log "s2c start"; $S2_LAUNCH train-stage2 --recipe small --stage1 "$RUN/env/final" \
       --data "$CODEC_CORPUS" --output-dir "$RUN/s2c" --max-steps "$S2C_STEPS" disc_start_step="$S2C_DISC" log_every=10 \
