@@ -459,6 +459,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "conformer_kernel_size": 7,
             "dropout": 0.1,
             "conformer_final_norm": False,
+            "spectral_input_bands": 32,
+            "spectral_input_hidden": 512,
         },
         "decoder_config": {
             "channels": [256, 192, 128, 48, 16, 8],
@@ -469,7 +471,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "envelope_bands": 32,
             "envelope_subframes": 20,
         },
-        "fsq_config": {"pre_projection": True},
+        "fsq_config": {"pre_projection": True, "input_rms": 0.8},
         "predictor_config": {"hidden_dim": 128, "num_layers": 2, "heads": 8},
         "discriminator_config": {
             "periods": [2, 3, 5, 7, 11],

@@ -18,7 +18,9 @@ S2_STEPS=${S2_STEPS:-3000}
 S2_DISC=${S2_DISC:-2000}                 # discriminators from this step (= S2_STEPS: none)
 # Stages 1 and 2 train the codec as it was before the pre-quantization projection, the decoder's frame blocks
 # and its envelope path existed (the shipped lineage); stage 2b adds them.
-BASE_CODEC=${BASE_CODEC:-"codec.fsq_config.pre_projection=false codec.decoder_config.frame_layers=0 codec.decoder_config.envelope_bands=0"}
+# The modules the later stages add, off: the encoder's MLP spectral input and the RMS normalisation of FSQ's input.
+LATER="codec.encoder_config.spectral_input_bands=0 codec.encoder_config.spectral_input_hidden=0 codec.fsq_config.input_rms=0.0"
+BASE_CODEC=${BASE_CODEC:-"codec.fsq_config.pre_projection=false codec.decoder_config.frame_layers=0 codec.decoder_config.envelope_bands=0 $LATER"}
 S2_EXTRA=${S2_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50"}
 # Stage 2b continues stage 2 with the pre-quantization projection (whitened from data at its start), the
 # decoder's frame blocks and its envelope path (head set by ridge regression at its start) added, and the
@@ -26,23 +28,22 @@ S2_EXTRA=${S2_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50"}
 # is then built from s2/final). The shipped run did this in two parts; see the model card.
 S2B_STEPS=${S2B_STEPS:-5700}
 S2B_DISC=${S2B_DISC:-5000}
-S2B_EXTRA=${S2B_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 encoder_lr=2.0e-4 envelope_weight=2.0"}
+S2B_EXTRA=${S2B_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 encoder_lr=2.0e-4 envelope_weight=2.0 $LATER"}
 # Stage 2t: the decoder learns to render envelopes (teacher forcing: its waveform stack gets the input's true log-mel
 # envelope instead of the predicted one; encoder frozen; TF_STEPS=0 skips it). Before it, the decoder barely used its
 # envelope input (STOI 0.611 with the predicted envelope, 0.616 with the true one, 0.600 with none).
 TF_STEPS=${TF_STEPS:-400}
-TF_EXTRA=${TF_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=20 envelope_weight=2.0 envelope_teacher_forcing=1.0 calibrate_quantizer_batches=0 calibrate_envelope_batches=0"}
+TF_EXTRA=${TF_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=20 envelope_weight=2.0 envelope_teacher_forcing=1.0 calibrate_quantizer_batches=0 calibrate_envelope_batches=0 $LATER"}
 # Envelope warm-up (jepatok train-envelope): adds the encoder's MLP spectral input and the per-frame RMS normalisation of
 # FSQ's input, re-whitens the projection, and trains the frame-rate path as a log-mel autoencoder through FSQ on cached
 # front-end features (ENV_STEPS=0 skips it and stage 2c).
-ENV_STEPS=${ENV_STEPS:-5000}
-ENV_LR=${ENV_LR:-2.0e-3}
+ENV_STEPS=${ENV_STEPS:-4000}
+ENV_LR=${ENV_LR:-1.5e-3}
 ENV_HIDDEN=${ENV_HIDDEN:-512}
-SPECTRAL="codec.encoder_config.spectral_input_bands=32 codec.encoder_config.spectral_input_hidden=$ENV_HIDDEN codec.fsq_config.input_rms=0.8"
 # Stage 2c: the decoder learns to render the warmed-up codes, half of the clips teacher-forced (encoder frozen; projection
 # and head kept as trained).
-S2C_STEPS=${S2C_STEPS:-3600}
-S2C_DISC=${S2C_DISC:-2800}
+S2C_STEPS=${S2C_STEPS:-3000}
+S2C_DISC=${S2C_DISC:-2400}
 S2C_EXTRA=${S2C_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 envelope_weight=2.0 envelope_teacher_forcing=0.5 calibrate_quantizer_batches=0 calibrate_envelope_batches=0"}
 S2_LAUNCH=${S2_LAUNCH:-".venv/bin/accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m jepatok.cli"}
 LM_STEPS=${LM_STEPS:-300}
@@ -74,11 +75,11 @@ if [ "$TF_STEPS" -gt 0 ]; then
 fi
 if [ "$ENV_STEPS" -gt 0 ]; then
   [ -f "$RUN/env/final/config.json" ] || { log "env start"; $J train-envelope --codec "$CODEC_FINAL" --preset small \
-      --spectral-input-bands 32 --spectral-input-hidden "$ENV_HIDDEN" --fsq-input-rms 0.8 --whiten --data "$CODEC_CORPUS" --output-dir "$RUN/env" \
+      --spectral-input-hidden "$ENV_HIDDEN" --spectral-input-bands 32 --fsq-input-rms 0.8 --whiten --data "$CODEC_CORPUS" --output-dir "$RUN/env" \
       --steps "$ENV_STEPS" --lr "$ENV_LR" --threads 2 > "$RUN/env.log" 2>&1; log "env done"; }
   [ -f "$RUN/s2c/final/config.json" ] || { log "s2c start"; $S2_LAUNCH train-stage2 --recipe small --stage1 "$RUN/env/final" \
       --data "$CODEC_CORPUS" --output-dir "$RUN/s2c" --max-steps "$S2C_STEPS" disc_start_step="$S2C_DISC" log_every=10 \
-      save_every=100 sample_every=500 $S2C_EXTRA $SPECTRAL > "$RUN/s2c.log" 2>&1; log "s2c done"; }
+      save_every=100 sample_every=500 $S2C_EXTRA codec.encoder_config.spectral_input_hidden=$ENV_HIDDEN > "$RUN/s2c.log" 2>&1; log "s2c done"; }
   CODEC_FINAL="$RUN/s2c/final"
 fi
 if [ ! -f "$RUN/tokenizer/tokenizer_config.json" ]; then
