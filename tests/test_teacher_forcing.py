@@ -149,3 +149,25 @@ def test_fsq_input_rms_keeps_tanh_unsaturated_and_old_identities():
         assert codec.encode(audio).audio_codes.shape == (1, 9, codec.config.fsq_config.num_groups)
     with pytest.raises(ValueError, match="input_rms must be a number >= 0"):
         JepaCodecConfig.from_preset("tiny", fsq_config={"input_rms": -1.0})
+
+
+def test_frame_mask_keeps_right_padding_out_of_valid_frames():
+    torch.manual_seed(0)
+    config = JepaCodecConfig.from_preset("tiny", decoder_config={**ENV, "frame_layers": 3})
+    decoder = JepaCodecModel(config).eval().decoder
+    for block in decoder.frame_blocks:  # make every block mix neighbouring frames strongly
+        torch.nn.init.normal_(block.out.weight, std=0.5)
+    q = torch.rand(2, 6, config.fsq_config.dim) * 2 - 1
+    mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+    with torch.no_grad():
+        alone = decoder.frame_features(q[1:, :3])
+        masked = decoder.frame_features(q, mask)
+        leaky = decoder.frame_features(q)
+        env_masked = decoder(q, return_envelope=True, frame_mask=mask)[1]
+        env_alone = decoder(q[1:, :3], return_envelope=True)[1]
+    torch.testing.assert_close(masked[1, :, :3], alone[0])  # batching does not change the valid frames
+    torch.testing.assert_close(masked[0], leaky[0])  # a full clip is unaffected
+    assert not torch.allclose(leaky[1, :, :3], alone[0], atol=1e-4)  # without the mask the padding leaks in
+    torch.testing.assert_close(env_masked[1, :3], env_alone[0])
+    with pytest.raises(ValueError, match="frame_mask must be"):
+        decoder.frame_features(q, mask[:, :5])

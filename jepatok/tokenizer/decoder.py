@@ -44,7 +44,9 @@ class DecoderBlock(nn.Module):
 class FrameBlock(nn.Module):
     """Residual block at the frame rate: LayerNorm -> Conv1d(D, 4D, k) -> GELU -> Conv1d(4D, D, 1), plus input.
     Its output convolution starts small (x0.1 under init_scheme="fan_in"), so a block added to a trained
-    decoder starts close to the identity."""
+    decoder starts close to the identity. With a frame mask [B, T], the normalised input of padded frames is
+    zeroed before the convolution, so a valid frame next to right padding sees what it sees at the end of a
+    clip alone (the convolution's own zero padding): batching never changes valid frames' output."""
 
     def __init__(self, dim: int, kernel_size: int, mult: int = 4):
         super().__init__()
@@ -53,8 +55,11 @@ class FrameBlock(nn.Module):
         self.out = nn.Conv1d(mult * dim, dim, kernel_size=1)
         self.out._init_gain = 0.1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, D, T] -> [B, D, T]
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, D, T] (frame_mask [B, T], True on valid frames) -> [B, D, T]."""
         h = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        if frame_mask is not None:
+            h = h * frame_mask.unsqueeze(1).to(h.dtype)
         return x + self.out(F.gelu(self.conv(h)))
 
 
@@ -109,12 +114,17 @@ class JepaDecoder(nn.Module):
     def receptive_frames(self) -> int:
         return self._receptive_frames
 
-    def frame_features(self, quantized: torch.Tensor) -> torch.Tensor:
+    def frame_features(self, quantized: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         """quantized [B, T, D] -> the frame blocks' output [B, D, T] (what the in-projection and the envelope
-        head read)."""
+        head read). `frame_mask` [B, T] (True on valid frames) keeps right padding out of the valid frames'
+        features (each clip's features equal those of the clip alone)."""
+        if frame_mask is not None and frame_mask.shape != quantized.shape[:2]:
+            raise ValueError(
+                f"frame_mask must be [B, T] = {list(quantized.shape[:2])}, got {list(frame_mask.shape)}"
+            )
         x = quantized.transpose(1, 2).to(self.in_proj.weight.dtype)
         for block in self.frame_blocks:
-            x = block(x)
+            x = block(x, frame_mask)
         return x
 
     def forward(
@@ -123,6 +133,7 @@ class JepaDecoder(nn.Module):
         return_envelope: bool = False,
         envelope_override: torch.Tensor | None = None,
         override_rows: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
     ):
         """quantized [B, T, D] -> audio [B, 1, T * hop] (and, with `return_envelope`, the predicted log-mel
         envelope [B, T, envelope_bands * envelope_subframes], band-major per frame like
@@ -130,10 +141,11 @@ class JepaDecoder(nn.Module):
 
         `envelope_override` [B, T, bands * subframes] (stage 2's teacher forcing) is the envelope the waveform
         stack renders instead of the predicted one, for the clips where `override_rows` [B] is True (all clips
-        when it is None); the returned envelope is still the prediction."""
+        when it is None); the returned envelope is still the prediction. `frame_mask` [B, T]: valid frames, for
+        the frame blocks (`frame_features`); the waveform stack's convolutions still read across padding."""
         if quantized.dim() != 3:
             raise ValueError(f"decoder expects quantized latents [B, T, D], got {list(quantized.shape)}")
-        x = self.frame_features(quantized)
+        x = self.frame_features(quantized, frame_mask)
         envelope = self.envelope_head(x) if self.envelope_block is not None else None  # [B, M * S, T]
         rendered = envelope
         if envelope_override is not None:

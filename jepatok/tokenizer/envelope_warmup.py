@@ -87,7 +87,8 @@ def frame_latents(codec, batch: dict) -> torch.Tensor:
 def envelope_forward(codec, batch: dict) -> torch.Tensor:
     """The frame-rate path on a cached batch -> predicted envelope [B, T, bands * subframes]."""
     quantized = codec.quantize(frame_latents(codec, batch)).quantized
-    return codec.decoder.envelope_head(codec.decoder.frame_features(quantized)).transpose(1, 2)
+    features = codec.decoder.frame_features(quantized, batch["mask"])
+    return codec.decoder.envelope_head(features).transpose(1, 2)
 
 
 def trained_modules(codec) -> list[nn.Module]:

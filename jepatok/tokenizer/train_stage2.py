@@ -199,10 +199,14 @@ class Stage2Generator(nn.Module):
         envelope [B, T, bands * subframes] or None). `envelope_override` / `override_rows`: teacher forcing
         (`JepaDecoder.forward`)."""
         with torch.set_grad_enabled(self.finetune_encoder and torch.is_grad_enabled()):
-            latents = self.codec.encoder(input_values, padding_mask).latents  # [B, T, D]
-        quantized = self.codec.quantize(latents).quantized
+            enc = self.codec.encoder(input_values, padding_mask)  # latents [B, T, D]
+        quantized = self.codec.quantize(enc.latents).quantized
         audio, envelope = self.codec.decoder(
-            quantized, return_envelope=True, envelope_override=envelope_override, override_rows=override_rows
+            quantized,
+            return_envelope=True,
+            envelope_override=envelope_override,
+            override_rows=override_rows,
+            frame_mask=enc.frame_mask,
         )
         return audio[..., : input_values.shape[-1]], envelope
 
@@ -293,8 +297,9 @@ class Stage2Trainer(CodecTrainer):
         }
         with torch.no_grad():
             for b in self.calibration_batches(dataset, sampler, collator, a.calibrate_envelope_batches):
-                q = codec.quantize(codec.encoder(b.input_values, b.padding_mask).latents).quantized
-                x = codec.decoder.frame_features(q).transpose(1, 2)  # [B, T, D]
+                enc = codec.encoder(b.input_values, b.padding_mask)
+                q = codec.quantize(enc.latents).quantized
+                x = codec.decoder.frame_features(q, enc.frame_mask).transpose(1, 2)  # [B, T, D]
                 y, m = self.envelope_target(b)
                 x, y = x[m].double(), y[m].double()
                 stats["n"] += x.shape[0]
@@ -350,9 +355,15 @@ class Stage2Trainer(CodecTrainer):
         # reduced by the first backward that reaches it; so with several micro-batches every forward runs
         # in no_sync and the gradients are all-reduced once, explicitly, after the last backward.
         manual_reduce = n > 1 and acc.num_processes > 1
-        fakes, envelopes = [], []
+        wants_target = self.codec.decoder.envelope_block is not None and (
+            a.envelope_weight > 0 or a.envelope_teacher_forcing > 0
+        )
+        fakes, envelopes, targets = [], [], []
         for i, b in enumerate(batches):
-            forcing = self.teacher_forcing(b, step, i)
+            # the input's log-mel envelope, computed once per micro-batch for teacher forcing and the L1
+            target = self.envelope_target(b) if wants_target else None
+            targets.append(target)
+            forcing = self.teacher_forcing(b, step, i, target)
             with acc.no_sync(self.gen) if manual_reduce else nullcontext(), acc.autocast():
                 fake, envelope = self.gen(b.input_values, b.padding_mask, *forcing)
             fakes.append(fake)
@@ -377,7 +388,7 @@ class Stage2Trainer(CodecTrainer):
             metrics["disc_lr"] = self.d_sched.get_last_lr()[0]
         # 2) generator step
         sums: dict[str, float] = {}
-        for b, fake, envelope in zip(batches, fakes, envelopes):
+        for b, fake, envelope, target in zip(batches, fakes, envelopes, targets):
             with acc.autocast():
                 kwargs = {}
                 if use_gan:
@@ -401,7 +412,7 @@ class Stage2Trainer(CodecTrainer):
                 )
             total = losses.total
             if envelope is not None and a.envelope_weight > 0:
-                env_loss = self.envelope_loss(envelope, b)
+                env_loss = self.envelope_loss(envelope, b, target)
                 total = total + a.envelope_weight * env_loss
                 sums["gen_envelope"] = sums.get("gen_envelope", 0.0) + float(env_loss.detach()) / n
             acc.backward(total / n)
@@ -421,9 +432,10 @@ class Stage2Trainer(CodecTrainer):
             self.write_samples(step + 1, batches[0], fakes[0].detach(), metrics)
         return metrics
 
-    def teacher_forcing(self, batch: AudioBatch, step: int, micro: int) -> tuple:
+    def teacher_forcing(self, batch: AudioBatch, step: int, micro: int, target: tuple | None = None) -> tuple:
         """(true envelope [B, T, M * S], clips to force [B] bool) for `envelope_teacher_forcing`, or (None, None).
-        The draw is seeded from (seed, step, rank, micro-batch), so resume stays exact."""
+        The draw is seeded from (seed, step, rank, micro-batch), so resume stays exact. `target`: the batch's
+        `envelope_target` when already computed."""
         p = self.args.envelope_teacher_forcing
         if p <= 0 or self.codec.decoder.envelope_block is None:
             return None, None
@@ -431,7 +443,8 @@ class Stage2Trainer(CodecTrainer):
             _seed(self.args.seed, step, self.accelerator.process_index, micro)
         )
         rows = torch.rand(batch.input_values.shape[0], generator=gen) < p
-        return self.envelope_target(batch)[0], rows.to(batch.input_values.device)
+        target = self.envelope_target(batch) if target is None else target
+        return target[0], rows.to(batch.input_values.device)
 
     @torch.no_grad()
     def envelope_target(self, batch: AudioBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -448,12 +461,14 @@ class Stage2Trainer(CodecTrainer):
         lengths = valid_lengths(batch.padding_mask, x.shape[0], x.shape[-1], x.device)
         return target, frame_mask_from_lengths(lengths, target.shape[1], hop)
 
-    def envelope_loss(self, envelope: torch.Tensor, batch: AudioBatch) -> torch.Tensor:
+    def envelope_loss(
+        self, envelope: torch.Tensor, batch: AudioBatch, target: tuple | None = None
+    ) -> torch.Tensor:
         """L1 between the decoder's predicted envelope [B, T, M * S] and the input's log-mel patches, over
         the frames that cover real samples."""
         from .losses import masked_frame_l1
 
-        target, mask = self.envelope_target(batch)
+        target, mask = self.envelope_target(batch) if target is None else target
         return masked_frame_l1(envelope, target, mask)
 
     def disc_for_generator(self, real_audio: torch.Tensor, fake: torch.Tensor):
