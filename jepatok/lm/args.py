@@ -50,6 +50,9 @@ class LMTrainArgs:
         seed (int, 0): init, shuffling.
         report_to (str, "tensorboard"): Accelerate tracker ("none" disables).
         lora (str | None, None): "r,alpha,targets" (see `jepatok.lm.lora.parse_lora_spec`).
+        audio_digit_radix (int, 0): digit-factorized audio embeddings (`jepatok.lm.factorized`): each audio id's
+            input/output embedding also gets the sum of learned vectors of its base-radix digits (4 for 4-level
+            FSQ), shared by all ids; folded into plain weights when saved. 0 = off.
         data (str), tokenizer (str), output_dir (str): paths (from the command line).
     """
 
@@ -80,6 +83,7 @@ class LMTrainArgs:
     seed: int = 0
     report_to: str = "tensorboard"
     lora: str | None = None
+    audio_digit_radix: int = 0
     data: str = ""
     tokenizer: str = ""
     output_dir: str = ""
@@ -102,6 +106,10 @@ class LMTrainArgs:
             raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"model_overrides must be a mapping, got {self.model_overrides!r}")
+        if self.audio_digit_radix != 0 and self.audio_digit_radix < 2:
+            raise ValueError(f"audio_digit_radix must be 0 (off) or >= 2, got {self.audio_digit_radix}")
+        if self.audio_digit_radix and self.lora:
+            raise ValueError("audio_digit_radix trains the embedding tables, which LoRA freezes; use one or the other")
 
     @classmethod
     def from_recipe(cls, recipe: str, overrides: list[str] | None = None, **values: Any) -> LMTrainArgs:

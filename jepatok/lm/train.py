@@ -234,6 +234,10 @@ def _build_model(args: LMTrainArgs, tokenizer):
         check_lm_tokenizer(model, tokenizer)
     else:
         model = build_lm(args.model_preset, tokenizer, seed=args.seed, **args.model_overrides)
+    if args.audio_digit_radix:
+        from .factorized import add_audio_digit_factors
+
+        add_audio_digit_factors(model, tokenizer.audio_offset, tokenizer.codebook_size, args.audio_digit_radix)
     if args.lora:
         from .lora import apply_lora
 
@@ -396,13 +400,14 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
 
 def save_final(accelerator, model, tokenizer, out: Path) -> Path:
     """Unwrap (and merge LoRA into) the model and save it with the tokenizer to OUTPUT_DIR/final, atomically."""
+    from .factorized import materialize
     from .lora import merge_lora
 
     final, tmp = out / "final", out / ".final.tmp"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-        plain = merge_lora(accelerator.unwrap_model(model))
+        plain = materialize(merge_lora(accelerator.unwrap_model(model)))
         plain.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         shutil.rmtree(final, ignore_errors=True)
