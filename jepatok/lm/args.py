@@ -109,7 +109,9 @@ class LMTrainArgs:
         if self.audio_digit_radix != 0 and self.audio_digit_radix < 2:
             raise ValueError(f"audio_digit_radix must be 0 (off) or >= 2, got {self.audio_digit_radix}")
         if self.audio_digit_radix and self.lora:
-            raise ValueError("audio_digit_radix trains the embedding tables, which LoRA freezes; use one or the other")
+            raise ValueError(
+                "audio_digit_radix trains the embedding tables, which LoRA freezes; use one or the other"
+            )
 
     @classmethod
     def from_recipe(cls, recipe: str, overrides: list[str] | None = None, **values: Any) -> LMTrainArgs:

@@ -237,7 +237,9 @@ def _build_model(args: LMTrainArgs, tokenizer):
     if args.audio_digit_radix:
         from .factorized import add_audio_digit_factors
 
-        add_audio_digit_factors(model, tokenizer.audio_offset, tokenizer.codebook_size, args.audio_digit_radix)
+        add_audio_digit_factors(
+            model, tokenizer.audio_offset, tokenizer.codebook_size, args.audio_digit_radix
+        )
     if args.lora:
         from .lora import apply_lora
 
