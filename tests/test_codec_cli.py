@@ -75,15 +75,12 @@ def test_decode_refuses_codes_from_another_codec(tmp_path, wavs, capsys):
         ["decode", str(codes_path), "--codec", str(tmp_path / "other"), "--out", str(tmp_path / "x.wav")]
     )
     err = capsys.readouterr().err
-    assert rc == 2 and "different codec" in err and "weights_hash" in err
-    assert (
-        load_codes(codes_path).identity["weights_hash"] in err
-        and codec_identity(other)["weights_hash"] in err
-    )
+    assert rc == 2 and "different codec" in err and "codes_hash" in err
+    assert load_codes(codes_path).identity["codes_hash"] in err and codec_identity(other)["codes_hash"] in err
     assert not (tmp_path / "x.wav").exists()
     # Different architecture: another preset.
     rc = main(["decode", str(codes_path), "--codec", "small", "--out", str(tmp_path / "x.wav")])
-    assert rc == 2 and "config_hash" in capsys.readouterr().err
+    assert rc == 2 and "codes_hash" in capsys.readouterr().err
 
 
 def test_decode_with_the_saved_codec_directory(tmp_path, wavs):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import jepatok
 from jepatok import JepaCodecConfig, JepaCodecModel, codec_identity
+from jepatok.tokenizer.modeling import identity_mismatch
 from jepatok.tokenizer.conformer import MaskedGroupNorm
 from jepatok.tokenizer.layers import DilatedConv1d, DownsampleConv1d, UpsampleConvTranspose1d
 
@@ -247,7 +248,26 @@ def test_codec_identity_tracks_config_and_weights(model):
         other.decoder.in_proj.bias.add_(1e-3)
     changed = codec_identity(other)
     assert changed["config_hash"] == ident["config_hash"] and changed["weights_hash"] != ident["weights_hash"]
+    assert changed["codes_hash"] == ident["codes_hash"]  # a decoder change keeps the codes
+    assert identity_mismatch(ident, changed) is None
+    legacy = {k: v for k, v in changed.items() if k != "codes_hash"}  # recorded before codes_hash existed
+    assert identity_mismatch(ident, legacy) == (
+        "weights_hash",
+        ident["weights_hash"],
+        changed["weights_hash"],
+    )
+    with torch.no_grad():
+        next(other.encoder.parameters()).add_(1e-3)
+    encoder_changed = codec_identity(other)
+    assert encoder_changed["codes_hash"] != ident["codes_hash"]
+    assert identity_mismatch(ident, encoder_changed)[0] == "codes_hash"
     assert codec_identity(_model(daam_config={"alpha_init": 0.1}))["config_hash"] != ident["config_hash"]
+    wider = _model(decoder_config={"channels": [32, 16, 16]})  # another decoder on the same encoder
+    wider.load_state_dict(
+        {k: v for k, v in _model().state_dict().items() if not k.startswith("decoder.")}, strict=False
+    )
+    wider = codec_identity(wider)
+    assert wider["config_hash"] != ident["config_hash"] and wider["codes_hash"] == ident["codes_hash"]
 
 
 # --- paper preset size (meta device: no memory, no init cost) ------------------------------------------

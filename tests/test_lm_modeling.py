@@ -43,8 +43,13 @@ def test_checks_tokenizer_compatibility(tok):
     model = tiny_lm(tok)
     check_lm_tokenizer(model, tok)
     other = speech_tokenizer(seed=1)  # same layout, codec with other weights
+    with pytest.raises(ValueError, match="codec_codes_hash"):
+        check_lm_tokenizer(model, other)
+    # An LM recorded before codes_hash existed: the whole codec's weights must match.
+    del model.config.jepatok["codec_codes_hash"]
     with pytest.raises(ValueError, match="codec_weights_hash"):
         check_lm_tokenizer(model, other)
+    check_lm_tokenizer(model, tok)
     model.config.vocab_size += 1
     with pytest.raises(ValueError, match="vocab_size"):
         check_lm_tokenizer(model, tok)

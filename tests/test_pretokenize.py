@@ -130,9 +130,15 @@ def test_pretokenize_rows_codes_identity_and_skips(corpus, codec_dir, reference,
     # Identity recorded in the dataset info; a different codec is refused.
     assert read_codec_identity(tmp_path / "np2") == tok.codec_identity
     check_codec_identity(tmp_path / "np2", tok)
-    other = dict(tok.codec_identity, weights_hash="0" * 64)
-    with pytest.raises(ValueError, match="codec mismatch.*weights_hash"):
+    other = dict(tok.codec_identity, codes_hash="0" * 64)
+    with pytest.raises(ValueError, match="codec mismatch.*codes_hash"):
         check_codec_identity(out1, other)
+    # A retrained decoder (other weights_hash, same codes_hash) keeps the dataset valid; without codes_hash on
+    # one side the whole codec must match.
+    check_codec_identity(out1, dict(tok.codec_identity, weights_hash="0" * 64))
+    legacy = {k: v for k, v in tok.codec_identity.items() if k != "codes_hash"}
+    with pytest.raises(ValueError, match="codec mismatch.*weights_hash"):
+        check_codec_identity(out1, dict(legacy, weights_hash="0" * 64))
     with pytest.raises(ValueError, match="no jepatok codec identity"):
         read_codec_identity(dataset)
     report = json.loads((tmp_path / "np2" / pt.REPORT_FILE).read_text())

@@ -75,13 +75,16 @@ def check_codec_identity(dataset_or_dir: Any, tokenizer_or_identity: Any) -> Non
         from ..tokenizer.modeling import codec_identity
 
         expected = codec_identity(expected)
+    from ..tokenizer.modeling import identity_mismatch
+
     found = read_codec_identity(dataset_or_dir)
-    for key in ("config_hash", "weights_hash"):
-        if found.get(key) != expected.get(key):
-            raise ValueError(
-                f"codec mismatch: the dataset was tokenized with {key} {found.get(key)} but the tokenizer's codec "
-                f"has {key} {expected.get(key)}; re-run `jepatok pretokenize` with this codec"
-            )
+    diff = identity_mismatch(expected, found)
+    if diff is not None:
+        key, want, got = diff
+        raise ValueError(
+            f"codec mismatch: the dataset was tokenized with {key} {got} but the tokenizer's codec "
+            f"has {key} {want}; re-run `jepatok pretokenize` with this codec"
+        )
 
 
 __all__ = ["FORMAT_VERSION", "check_codec_identity", "make_header", "read_codec_identity", "read_header"]

@@ -73,6 +73,7 @@ def lm_metadata(tokenizer) -> dict[str, Any]:
         "frame_rate": float(getattr(tokenizer, "frame_rate", 0.0) or 0.0),
         "codec_config_hash": identity.get("config_hash"),
         "codec_weights_hash": identity.get("weights_hash"),
+        "codec_codes_hash": identity.get("codes_hash"),
     }
 
 
@@ -153,12 +154,17 @@ def check_lm_tokenizer(model: PreTrainedModel, tokenizer) -> None:
     for key in ("audio_offset", "tokens_per_frame", "slot_sizes"):
         if stored.get(key) is not None and stored[key] != current[key]:
             raise ValueError(f"LM was trained with {key}={stored[key]} but the tokenizer has {current[key]}")
-    for key in ("codec_config_hash", "codec_weights_hash"):
-        if stored.get(key) and current.get(key) and stored[key] != current[key]:
-            raise ValueError(
-                f"LM was trained on tokens of a different codec: {key} {stored[key]} (LM) != {current[key]} "
-                "(tokenizer)"
-            )
+    from ..tokenizer.modeling import identity_mismatch
+
+    def as_identity(meta: dict) -> dict:
+        return {k: meta.get(f"codec_{k}") for k in ("config_hash", "weights_hash", "codes_hash")}
+
+    diff = identity_mismatch(as_identity(stored), as_identity(current), lenient=True)
+    if diff is not None:
+        key, lm_value, tok_value = diff
+        raise ValueError(
+            f"LM was trained on tokens of a different codec: codec_{key} {lm_value} (LM) != {tok_value} (tokenizer)"
+        )
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:

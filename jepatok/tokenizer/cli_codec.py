@@ -3,7 +3,8 @@
 A .jtok file is a safetensors file: one int32 tensor `codes_<i>` [T_i, G] per input clip, and string metadata
 `format` ("jepatok-codes"), `format_version`, `codec_identity` (JSON of `codec_identity(model)`) and `items`
 (JSON list of {name, num_samples, source_sampling_rate}). `decode` refuses a file whose codec identity
-(config_hash and weights_hash) differs from the codec it is given. Files are written atomically.
+(`codes_hash`; config_hash and weights_hash for files written before it) differs from the codec it is given:
+a codec whose decoder was retrained still decodes them. Files are written atomically.
 """
 
 from __future__ import annotations
@@ -90,13 +91,17 @@ def load_codes(path: str | os.PathLike) -> CodesFile:
 
 
 def check_identity(expected: dict, actual: dict, what: str = "codes") -> None:
-    """Raise ValueError naming both hashes when two codec identities differ."""
-    for key in ("config_hash", "weights_hash"):
-        if expected.get(key) != actual.get(key):
-            raise ValueError(
-                f"these {what} were made by a different codec: {key} {expected.get(key)} (in the file) != "
-                f"{actual.get(key)} (codec given); decode them with the codec that encoded them"
-            )
+    """Raise ValueError naming both hashes when the codes in a file (identity `expected`) were not made by a codec
+    that makes the same codes as `actual` (`identity_mismatch`: a retrained decoder may decode them)."""
+    from .modeling import identity_mismatch
+
+    diff = identity_mismatch(expected, actual)
+    if diff is not None:
+        key, in_file, given = diff
+        raise ValueError(
+            f"these {what} were made by a different codec: {key} {in_file} (in the file) != "
+            f"{given} (codec given); decode them with the codec that encoded them"
+        )
 
 
 def load_codec(spec: str) -> JepaCodecModel:

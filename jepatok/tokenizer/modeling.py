@@ -88,36 +88,69 @@ def _architecture_dict(config: JepaCodecConfig) -> dict:
     return out
 
 
+def _hash_tensors(digest, state: dict) -> None:
+    for key in sorted(state):
+        tensor = state[key].detach().to("cpu").contiguous().reshape(-1)
+        digest.update(key.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(str(tuple(state[key].shape)).encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+
+
 def codec_identity(model: JepaCodecModel) -> dict:
-    """Fingerprint of a codec: two codecs are compatible iff `config_hash` and `weights_hash` are equal.
+    """Fingerprint of a codec. Two codecs make the same tokens iff their `codes_hash` is equal; they are the
+    same codec iff `config_hash` and `weights_hash` are equal (see `identity_mismatch`).
 
     Args:
         model (`JepaCodecModel`): The codec (its inference weights: encoder, quantizer, decoder).
 
     Returns:
         `dict` with `model_type`, `config_hash` (sha256 of the canonical architecture JSON), `weights_hash`
-        (sha256 over the state_dict tensors in sorted key order), `sampling_rate`, `frame_rate`,
-        `tokens_per_frame` and `slot_sizes`.
+        (sha256 over the state_dict tensors in sorted key order), `codes_hash` (the same over what decides the
+        codes only: the architecture without `decoder_config` and every tensor outside `decoder.`),
+        `sampling_rate`, `frame_rate`, `tokens_per_frame` and `slot_sizes`.
     """
     config = model.config
-    canonical = json.dumps(_architecture_dict(config), sort_keys=True, separators=(",", ":"))
-    weights = hashlib.sha256()
+    arch = _architecture_dict(config)
+    canonical = json.dumps(arch, sort_keys=True, separators=(",", ":"))
     state = model.state_dict()
-    for key in sorted(state):
-        tensor = state[key].detach().to("cpu").contiguous().reshape(-1)
-        weights.update(key.encode())
-        weights.update(str(tensor.dtype).encode())
-        weights.update(str(tuple(state[key].shape)).encode())
-        weights.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    weights = hashlib.sha256()
+    _hash_tensors(weights, state)
+    codes_arch = {k: v for k, v in arch.items() if k != "decoder_config"}
+    codes = hashlib.sha256(json.dumps(codes_arch, sort_keys=True, separators=(",", ":")).encode())
+    _hash_tensors(codes, {k: v for k, v in state.items() if not k.startswith("decoder.")})
     return {
         "model_type": "jepa_codec",
         "config_hash": hashlib.sha256(canonical.encode()).hexdigest(),
         "weights_hash": weights.hexdigest(),
+        "codes_hash": codes.hexdigest(),
         "sampling_rate": int(config.sampling_rate),
         "frame_rate": float(config.frame_rate),
         "tokens_per_frame": int(config.tokens_per_frame),
         "slot_sizes": [int(s) for s in config.slot_sizes],
     }
+
+
+def identity_mismatch(
+    expected: dict, found: dict, lenient: bool = False
+) -> tuple[str, object, object] | None:
+    """Whether tokens made under codec identity `found` are valid for `expected`: None when they are, else the
+    first differing key with both values. When both identities carry `codes_hash` it alone decides (a
+    retrained decoder keeps the tokens, LMs and pre-tokenized datasets valid); identities recorded before it
+    existed fall back to `config_hash` and `weights_hash`. `lenient`: a key missing on either side is not a
+    difference."""
+    keys = (
+        ("codes_hash",)
+        if expected.get("codes_hash") and found.get("codes_hash")
+        else ("config_hash", "weights_hash")
+    )
+    for key in keys:
+        a, b = expected.get(key), found.get(key)
+        if lenient and not (a and b):
+            continue
+        if a != b:
+            return key, a, b
+    return None
 
 
 class JepaCodecPreTrainedModel(PreTrainedAudioTokenizerBase):

@@ -108,7 +108,7 @@ class JepaSpeechTokenizer(CodecAudioMixin, TemplateMixin, PreTrainedTokenizer):
         vocab_file (`str`): SentencePiece model file (`spm.model`).
         codebook_size (`int`): Values one audio token can take (16384 for the paper codec).
         codec_identity (`dict`): `codec_identity(codec)` of the attached codec: model_type, config_hash,
-            weights_hash, sampling_rate, frame_rate, tokens_per_frame, slot_sizes.
+            weights_hash, codes_hash (since 2026-12-03), sampling_rate, frame_rate, tokens_per_frame, slot_sizes.
         codec_config_file (`str`, *optional*): Path of the codec's `config.json` (set by `from_pretrained`
             from the `codec/` subfolder); the codec loads lazily from its folder.
         codec_weights_file (`str`, *optional*): Path of the codec's safetensors (resolved alongside).
