@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 import jepatok
 from jepatok import JepaCodecConfig, JepaCodecModel, codec_identity
-from jepatok.tokenizer.modeling import identity_mismatch
 from jepatok.tokenizer.conformer import MaskedGroupNorm
 from jepatok.tokenizer.layers import DilatedConv1d, DownsampleConv1d, UpsampleConvTranspose1d
+from jepatok.tokenizer.modeling import identity_mismatch
 
 HYP = settings(deadline=None, max_examples=30, derandomize=True)
 
