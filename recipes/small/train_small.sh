@@ -10,9 +10,10 @@ cd "$(dirname "$0")/../.."
 J=${J:-.venv/bin/jepatok}
 PY=${PY:-.venv/bin/python}
 RUN=${RUN:-runs/small}
-CORPUS=${CORPUS:-corpus/small2}          # LM corpus (and stage 2 unless CODEC_CORPUS is set)
-CODEC_CORPUS=${CODEC_CORPUS:-$CORPUS}    # codec (stage 1 / stage 2) corpus
-HOURS=${HOURS:-2}
+CORPUS=${CORPUS:-corpus/small4}          # LM corpus: tokenizer text vocabulary, pre-tokenization, LM
+HOURS=${HOURS:-4}
+CODEC_CORPUS=${CODEC_CORPUS:-corpus/small2}  # codec (stage 1 / stage 2 / warm-up) corpus
+CODEC_HOURS=${CODEC_HOURS:-2}
 S1_STEPS=${S1_STEPS:-500}
 S2_STEPS=${S2_STEPS:-3000}
 S2_DISC=${S2_DISC:-2000}                 # discriminators from this step (= S2_STEPS: none)
@@ -46,14 +47,17 @@ S2C_STEPS=${S2C_STEPS:-3000}
 S2C_DISC=${S2C_DISC:-2400}
 S2C_EXTRA=${S2C_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 envelope_weight=2.0 envelope_teacher_forcing=0.5 calibrate_quantizer_batches=0 calibrate_envelope_batches=0"}
 S2_LAUNCH=${S2_LAUNCH:-".venv/bin/accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m jepatok.cli"}
-LM_STEPS=${LM_STEPS:-300}
+LM_STEPS=${LM_STEPS:-2000}
 TEXT_VOCAB=${TEXT_VOCAB:-1000}
-LM_EXTRA=${LM_EXTRA:-}                   # extra train-lm overrides, e.g. "per_device_batch_size=2"
-LM_LAUNCH=${LM_LAUNCH:-$J}               # e.g. ".venv/bin/accelerate launch --config_file recipes/accelerate/lm_ddp_cpu2.yaml -m jepatok.cli"
+# Digit-factorized audio embeddings (audio_digit_radix=4; README, speech LM training) on one 2-thread process.
+LM_EXTRA=${LM_EXTRA:-"per_device_batch_size=4 gradient_accumulation_steps=1 warmup_steps=50 eval_steps=250 save_steps=250 max_eval_blocks=32 audio_digit_radix=4"}
+LM_LAUNCH=${LM_LAUNCH:-"env OMP_NUM_THREADS=2 $J"}  # or ".venv/bin/accelerate launch --config_file recipes/accelerate/lm_ddp_cpu2.yaml -m jepatok.cli"
 mkdir -p "$RUN"
 ts() { date -u +%H:%M:%S; }
 log() { echo "$1 $(ts)" | tee -a "$RUN/times.txt"; }
 
+[ -f "$CODEC_CORPUS/summary.json" ] || { log "codec corpus start"; $J build-corpus --out "$CODEC_CORPUS" --hours "$CODEC_HOURS" \
+    --seed 0 > "$RUN/codec_corpus.log" 2>&1; log "codec corpus done"; }
 [ -f "$CORPUS/summary.json" ] || { log "corpus start"; $J build-corpus --out "$CORPUS" --hours "$HOURS" --seed 0 > "$RUN/corpus.log" 2>&1; log "corpus done"; }
 [ -f "$RUN/s1/final/config.json" ] || { log "s1 start"; $J train-stage1 --recipe small --data "$CODEC_CORPUS" --output-dir "$RUN/s1" \
     --max-steps "$S1_STEPS" warmup_steps=30 log_every=10 save_every=100 $BASE_CODEC > "$RUN/s1.log" 2>&1; log "s1 done"; }
@@ -99,6 +103,5 @@ fi
 [ -f "$RUN/pretok/dataset_dict.json" ] || { log "pretokenize start"; $J pretokenize --codec "$RUN/tokenizer" --data "$CORPUS" \
     --out "$RUN/pretok" --num-proc 2 > "$RUN/pretok.log" 2>&1; log "pretokenize done"; }
 [ -f "$RUN/lm/final/config.json" ] || { log "lm start"; $LM_LAUNCH train-lm --recipe small --data "$RUN/pretok" --tokenizer "$RUN/tokenizer" \
-    --output-dir "$RUN/lm" --max-steps "$LM_STEPS" gradient_accumulation_steps=1 warmup_steps=20 eval_steps=50 \
-    save_steps=50 max_eval_blocks=16 $LM_EXTRA > "$RUN/lm.log" 2>&1; log "lm done"; }
+    --output-dir "$RUN/lm" --max-steps "$LM_STEPS" $LM_EXTRA > "$RUN/lm.log" 2>&1; log "lm done"; }
 log "all done"
