@@ -171,3 +171,26 @@ def test_frame_mask_keeps_right_padding_out_of_valid_frames():
     torch.testing.assert_close(env_masked[1, :3], env_alone[0])
     with pytest.raises(ValueError, match="frame_mask must be"):
         decoder.frame_features(q, mask[:, :5])
+
+
+def test_freeze_codes_trains_the_decoder_only_and_keeps_codes_hash(tmp_path):
+    data = make_audio_folder(tmp_path / "wavs")
+    torch.manual_seed(0)
+    stage1 = tmp_path / "s1"
+    JepaCodecModel(JepaCodecConfig.from_preset("tiny", fsq_config={"pre_projection": True})).save_pretrained(stage1)
+    keys = FAST + ["sample_every=0", "max_steps=2", "save_every=10", "disc_start_step=100"]
+    keys += ["codec.fsq_config.pre_projection=true", "calibrate_quantizer_batches=1"]
+    before = codec_identity(JepaCodecModel.from_pretrained(stage1))
+
+    def run(name: str, *extra: str):
+        args = load_args(Stage2Args, "tiny", "stage2", keys + list(extra))
+        final = Stage2Trainer(args, str(data), tmp_path / name, str(stage1)).run()
+        return codec_identity(JepaCodecModel.from_pretrained(final))
+
+    frozen = run("frozen", "freeze_codes=true")
+    assert frozen["codes_hash"] == before["codes_hash"]  # same tokens: LMs and datasets stay valid
+    assert frozen["weights_hash"] != before["weights_hash"]  # the decoder trained
+    trained = run("trained")
+    assert trained["codes_hash"] != before["codes_hash"]  # calibrated and trained projection: new codes
+    with pytest.raises(ValueError, match="freeze_codes keeps the codes fixed"):
+        load_args(Stage2Args, "tiny", "stage2", keys + ["freeze_codes=true", "finetune_encoder=true"])

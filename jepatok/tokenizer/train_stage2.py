@@ -47,6 +47,12 @@ class Stage2Args(TrainArgs):
     """Stage-2 run config (TrainArgs plus the decoder/GAN options; paper values by default)."""
 
     finetune_encoder: bool = _f(False, "train the encoder too (paper code: frozen)")
+    freeze_codes: bool = _f(
+        False,
+        "train the decoder only: the pre-quantization projection stays as loaded (no calibration), so with the "
+        "frozen encoder the codes and the codec's codes_hash stay the same, and LMs and pre-tokenized data made "
+        "with the loaded codec stay valid",
+    )
     encoder_lr: float | None = _f(None, "encoder lr when fine-tuning (None = lr)")
     disc_start_step: int = _f(5000, "step at which the discriminators start training")
     disc_lr: float = _f(7.5e-5, "discriminator AdamW lr")
@@ -89,6 +95,8 @@ class Stage2Args(TrainArgs):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.freeze_codes and self.finetune_encoder:
+            raise ValueError("freeze_codes keeps the codes fixed, which --finetune-encoder would change; use one")
         if not 0.0 <= self.envelope_teacher_forcing <= 1.0:
             raise ValueError(
                 f"envelope_teacher_forcing is a probability in [0, 1], got {self.envelope_teacher_forcing}"
@@ -238,7 +246,10 @@ class Stage2Trainer(CodecTrainer):
                 "use grad_accum=1 and a larger batch_size"
             )
         generator = Stage2Generator(self.codec, a.finetune_encoder)
-        trained = [self.codec.decoder] + ([self.codec.pre_quant] if self.codec.pre_quant is not None else [])
+        quantizer_trained = self.codec.pre_quant is not None and not a.freeze_codes
+        if self.codec.pre_quant is not None:
+            self.codec.pre_quant.requires_grad_(quantizer_trained)
+        trained = [self.codec.decoder] + ([self.codec.pre_quant] if quantizer_trained else [])
         groups = [{"params": [p for m in trained for p in m.parameters()], "lr": a.lr}]
         if a.finetune_encoder:
             groups.append({"params": list(self.codec.encoder.parameters()), "lr": a.encoder_lr or a.lr})
@@ -262,7 +273,7 @@ class Stage2Trainer(CodecTrainer):
         """Calibrations from data on a fresh run: `pre_quant`, then the envelope head (each on its own stream
         of training batches; statistics summed over processes, so every process sets the same weights)."""
         a = self.args
-        if self.codec.pre_quant is not None and a.calibrate_quantizer_batches > 0:
+        if self.codec.pre_quant is not None and a.calibrate_quantizer_batches > 0 and not a.freeze_codes:
             self.calibrate_quantizer(dataset, sampler, collator)
         if self.codec.decoder.envelope_block is not None and a.calibrate_envelope_batches > 0:
             self.calibrate_envelope(dataset, sampler, collator)
