@@ -177,7 +177,9 @@ def test_freeze_codes_trains_the_decoder_only_and_keeps_codes_hash(tmp_path):
     data = make_audio_folder(tmp_path / "wavs")
     torch.manual_seed(0)
     stage1 = tmp_path / "s1"
-    JepaCodecModel(JepaCodecConfig.from_preset("tiny", fsq_config={"pre_projection": True})).save_pretrained(stage1)
+    JepaCodecModel(JepaCodecConfig.from_preset("tiny", fsq_config={"pre_projection": True})).save_pretrained(
+        stage1
+    )
     keys = FAST + ["sample_every=0", "max_steps=2", "save_every=10", "disc_start_step=100"]
     keys += ["codec.fsq_config.pre_projection=true", "calibrate_quantizer_batches=1"]
     before = codec_identity(JepaCodecModel.from_pretrained(stage1))

@@ -96,7 +96,9 @@ class Stage2Args(TrainArgs):
     def __post_init__(self):
         super().__post_init__()
         if self.freeze_codes and self.finetune_encoder:
-            raise ValueError("freeze_codes keeps the codes fixed, which --finetune-encoder would change; use one")
+            raise ValueError(
+                "freeze_codes keeps the codes fixed, which --finetune-encoder would change; use one"
+            )
         if not 0.0 <= self.envelope_teacher_forcing <= 1.0:
             raise ValueError(
                 f"envelope_teacher_forcing is a probability in [0, 1], got {self.envelope_teacher_forcing}"
