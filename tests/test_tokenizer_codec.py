@@ -182,3 +182,33 @@ def test_fresh_process_trust_remote_code(saved, tmp_path):
     loaded = AutoTokenizer.from_pretrained(str(saved))
     assert (name, proc_name, int(size)) == ("JepaSpeechTokenizer", "JepaSpeechProcessor", len(loaded))
     assert ids == str(loaded.encode("hello world"))
+
+
+def test_with_codec_swaps_a_decoder_but_refuses_other_tokens(tok, codec, tmp_path):
+    import copy
+
+    from jepatok.lm.modeling import build_lm, check_lm_tokenizer
+
+    lm = build_lm("tiny", tok, seed=0)
+    new_decoder = copy.deepcopy(codec)
+    with torch.no_grad():
+        new_decoder.decoder.in_proj.bias.add_(0.5)
+    swapped = tok.with_codec(new_decoder)
+    assert swapped.codec_identity["codes_hash"] == tok.codec_identity["codes_hash"]
+    assert swapped.codec_identity["weights_hash"] != tok.codec_identity["weights_hash"]
+    assert swapped("hello world")["input_ids"] == tok("hello world")["input_ids"]  # same text ids
+    audio = 0.1 * torch.randn(1, 1, RATE).numpy()[0, 0]
+    assert swapped.encode_audio(audio, RATE) == tok.encode_audio(audio, RATE)  # same audio ids
+    swapped.save_pretrained(tmp_path / "swapped")
+    reloaded = JepaSpeechTokenizer.from_pretrained(tmp_path / "swapped")
+    torch.testing.assert_close(reloaded.codec.decoder.in_proj.bias, new_decoder.decoder.in_proj.bias)
+    check_lm_tokenizer(lm, reloaded)  # an LM trained with the old tokenizer stays valid
+    new_encoder = copy.deepcopy(codec)
+    with torch.no_grad():
+        next(new_encoder.encoder.parameters()).add_(0.5)
+    with pytest.raises(ValueError, match="makes different tokens: codes_hash"):
+        tok.with_codec(new_encoder)
+    legacy = copy.deepcopy(tok)
+    del legacy.codec_identity["codes_hash"]
+    with pytest.raises(ValueError, match="records no codes_hash"):
+        legacy.with_codec(new_decoder)

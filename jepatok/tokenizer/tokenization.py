@@ -212,29 +212,22 @@ class JepaSpeechTokenizer(CodecAudioMixin, TemplateMixin, PreTrainedTokenizer):
             model_type: SentencePiece model type, `"unigram"` or `"bpe"`.
             kwargs: Passed to `__init__` (e.g. `model_max_length`, `padding_side`).
         """
+        codec, codec_dir = _codec_argument(codec)
+        model = train_sentencepiece(texts, text_vocab_size=text_vocab_size, model_type=model_type)
+        return cls._attach(model, codec, codec_dir, int(codec.config.codebook_size), **kwargs)
+
+    @classmethod
+    def _attach(cls, sp_model: bytes, codec, codec_dir: str | None, codebook_size: int, **kwargs):
         import tempfile
 
-        from .modeling import JepaCodecModel, codec_identity
+        from .modeling import codec_identity
 
-        codec_dir = None
-        if isinstance(codec, (str, os.PathLike)):
-            codec_dir = str(codec)
-            if not os.path.isfile(os.path.join(codec_dir, "config.json")):
-                raise ValueError(
-                    f"{codec_dir!r} holds no codec (config.json missing); pass a JepaCodecModel or its directory"
-                )
-            codec = JepaCodecModel.from_pretrained(codec_dir)
-        if not isinstance(codec, JepaCodecModel):
-            raise ValueError(
-                f"codec must be a JepaCodecModel or a directory holding one, got {type(codec).__name__}"
-            )
-        model = train_sentencepiece(texts, text_vocab_size=text_vocab_size, model_type=model_type)
         with tempfile.TemporaryDirectory() as tmp:
             vocab_file = os.path.join(tmp, "spm.model")
-            Path(vocab_file).write_bytes(model)
+            Path(vocab_file).write_bytes(sp_model)
             tok = cls(
                 vocab_file=vocab_file,
-                codebook_size=int(codec.config.codebook_size),
+                codebook_size=codebook_size,
                 codec_identity=codec_identity(codec),
                 **kwargs,
             )
@@ -242,6 +235,36 @@ class JepaSpeechTokenizer(CodecAudioMixin, TemplateMixin, PreTrainedTokenizer):
         tok._codec = codec.eval()
         tok._codec_dir = codec_dir
         return tok
+
+    def with_codec(self, codec: Any) -> JepaSpeechTokenizer:
+        """This tokenizer (same SentencePiece model, so the same ids) attached to `codec`, which must make the same
+        tokens: an equal `codes_hash`, e.g. the same codec after decoder-only training (`train-stage2 ...
+        freeze_codes=true`). LMs and pre-tokenized datasets made with this tokenizer stay valid with the result.
+
+        Args:
+            codec: A `JepaCodecModel` or a directory holding one.
+
+        Raises:
+            ValueError: the codec makes other tokens, or this tokenizer was built before `codes_hash` existed
+                (then rebuild it with `from_codec` and re-tokenize).
+        """
+        from .modeling import codec_identity, identity_mismatch
+
+        codec, codec_dir = _codec_argument(codec)
+        new = codec_identity(codec)
+        if not self.codec_identity.get("codes_hash"):
+            raise ValueError(
+                "this tokenizer records no codes_hash (built before it existed), so whether the codec makes the "
+                "same tokens cannot be checked; build a new one with JepaSpeechTokenizer.from_codec"
+            )
+        diff = identity_mismatch(self.codec_identity, new)
+        if diff is not None:
+            raise ValueError(
+                f"the codec makes different tokens: {diff[0]} {diff[2]} != {diff[1]} (this tokenizer's); build a "
+                "new tokenizer with JepaSpeechTokenizer.from_codec and re-tokenize your data"
+            )
+        kwargs = {"model_max_length": self.model_max_length, "padding_side": self.padding_side}
+        return type(self)._attach(self.sp_model_bytes, codec, codec_dir, self.codebook_size, **kwargs)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -440,6 +463,25 @@ class JepaSpeechTokenizer(CodecAudioMixin, TemplateMixin, PreTrainedTokenizer):
                 os.replace(tmp_dir, codec_out)
             files.append(codec_out)
         return tuple(files)
+
+
+def _codec_argument(codec: Any) -> tuple[Any, str | None]:
+    """(JepaCodecModel, its directory or None) from a model or a `save_pretrained` directory."""
+    from .modeling import JepaCodecModel
+
+    codec_dir = None
+    if isinstance(codec, (str, os.PathLike)):
+        codec_dir = str(codec)
+        if not os.path.isfile(os.path.join(codec_dir, "config.json")):
+            raise ValueError(
+                f"{codec_dir!r} holds no codec (config.json missing); pass a JepaCodecModel or its directory"
+            )
+        codec = JepaCodecModel.from_pretrained(codec_dir)
+    if not isinstance(codec, JepaCodecModel):
+        raise ValueError(
+            f"codec must be a JepaCodecModel or a directory holding one, got {type(codec).__name__}"
+        )
+    return codec, codec_dir
 
 
 __all__ = ["JepaSpeechTokenizer", "train_sentencepiece", "SPECIAL_TOKENS"]
