@@ -86,6 +86,16 @@ if [ "$ENV_STEPS" -gt 0 ]; then
       save_every=100 sample_every=500 $S2C_EXTRA codec.encoder_config.spectral_input_hidden=$ENV_HIDDEN > "$RUN/s2c.log" 2>&1; log "s2c done"; }
   CODEC_FINAL="$RUN/s2c/final"
 fi
+# Stage 2e: decoder-only (freeze_codes: encoder and projection as loaded, so the codes do not change), no
+# discriminators, no teacher forcing (S2E_STEPS=0 skips it).
+S2E_STEPS=${S2E_STEPS:-2800}
+S2E_EXTRA=${S2E_EXTRA:-"lr=3.0e-4 mel_weight=1.0 warmup_steps=50 envelope_weight=2.0 envelope_teacher_forcing=0.0 freeze_codes=true calibrate_envelope_batches=0"}
+if [ "$S2E_STEPS" -gt 0 ]; then
+  [ -f "$RUN/s2e/final/config.json" ] || { log "s2e start"; $S2_LAUNCH train-stage2 --recipe small --stage1 "$CODEC_FINAL" \
+      --data "$CODEC_CORPUS" --output-dir "$RUN/s2e" --max-steps "$S2E_STEPS" disc_start_step=100000 log_every=10 \
+      save_every=200 sample_every=0 $S2E_EXTRA > "$RUN/s2e.log" 2>&1; log "s2e done"; }
+  CODEC_FINAL="$RUN/s2e/final"
+fi
 if [ ! -f "$RUN/tokenizer/tokenizer_config.json" ]; then
   log "tokenizer start"
   $PY - "$CODEC_FINAL" "$CORPUS/train/metadata.csv" "$RUN/tokenizer" "$TEXT_VOCAB" <<'PYEOF'
