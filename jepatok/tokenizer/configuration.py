@@ -40,6 +40,9 @@ def _non_negative(name: str, value: Any, owner: str) -> int:
     return value
 
 
+DECODER_HEADS = ("hifigan", "istft")
+
+
 class JepaEncoderConfig(PretrainedConfig):
     r"""Waveform encoder: Conv1d stem, strided blocks (conv -> Snake -> dilated residual stack -> DAAM gate),
     1x1 bottleneck to `latent_dim`, then Conformer blocks.
@@ -285,6 +288,17 @@ class JepaDecoderConfig(PretrainedConfig):
             instead of placing sound inside a 0.4 s frame. 0 is the paper's decoder; `small` uses 32.
         envelope_subframes (`int`, defaults to 20): Sub-frames per frame of that envelope (must equal the
             product of the first few decoder strides and divide the hop).
+        head (`str`, defaults to `"hifigan"`): How the waveform is made. `"hifigan"`: every up-sampling block,
+            then Conv1d -> tanh (the paper's decoder). `"istft"`: only the first `istft_blocks` up-sampling
+            blocks run (those whose total stride divides hop / `istft_hop`); an iSTFT head (Vocos, arXiv
+            2306.00814) then up-samples to one STFT frame per `istft_hop` samples, runs `istft_layers` ConvNeXt
+            blocks of width `istft_channels`, predicts each frame's log-magnitude and phase and overlap-adds
+            the inverse FFTs ("same" padding: T frames give exactly T * hop samples). It renders a spectrum
+            directly instead of growing a waveform through narrow high-rate convolutions.
+        istft_n_fft (`int`, defaults to 640): FFT size (and Hann window length) of the iSTFT head.
+        istft_hop (`int`, defaults to 160): Hop of the iSTFT head in samples (must divide the hop).
+        istft_channels (`int`, defaults to 256): Width of the iSTFT head's ConvNeXt blocks.
+        istft_layers (`int`, defaults to 4): ConvNeXt blocks in the iSTFT head.
     """
 
     model_type = "jepa_codec_decoder"
@@ -301,6 +315,11 @@ class JepaDecoderConfig(PretrainedConfig):
         frame_kernel_size: int = 3,
         envelope_bands: int = 0,
         envelope_subframes: int = 20,
+        head: str = "hifigan",
+        istft_n_fft: int = 640,
+        istft_hop: int = 160,
+        istft_channels: int = 256,
+        istft_layers: int = 4,
         **kwargs,
     ):
         owner = "decoder"
@@ -328,7 +347,49 @@ class JepaDecoderConfig(PretrainedConfig):
         self.envelope_subframes = _positive("envelope_subframes", envelope_subframes, owner)
         if envelope_bands:
             _ = self.envelope_block  # raises when no prefix of the strides multiplies to envelope_subframes
+        if head not in DECODER_HEADS:
+            raise ValueError(f"decoder.head must be one of {DECODER_HEADS}, got {head!r}")
+        self.head = head
+        self.istft_n_fft = _positive("istft_n_fft", istft_n_fft, owner)
+        self.istft_hop = _positive("istft_hop", istft_hop, owner)
+        self.istft_channels = _positive("istft_channels", istft_channels, owner)
+        self.istft_layers = _non_negative("istft_layers", istft_layers, owner)
+        if head == "istft":
+            if self.hop_length % istft_hop:
+                raise ValueError(
+                    f"decoder.istft_hop ({istft_hop}) must divide the hop ({self.hop_length} = prod {self.strides})"
+                )
+            if istft_n_fft < istft_hop or (istft_n_fft - istft_hop) % 2:
+                raise ValueError(
+                    f"decoder.istft_n_fft ({istft_n_fft}) must be >= istft_hop ({istft_hop}) and differ from it "
+                    "by an even number (the 'same' padding trims (n_fft - hop) / 2 samples on each side)"
+                )
+            block = self.envelope_block
+            if block is not None and block >= self.istft_blocks:
+                raise ValueError(
+                    f"decoder.head='istft' keeps the first {self.istft_blocks} up-sampling blocks (total stride "
+                    f"dividing hop / istft_hop = {self.hop_length // istft_hop}), but the envelope is added after "
+                    f"block {block}; use an istft_hop that keeps it"
+                )
         super().__init__(**kwargs)
+
+    @property
+    def istft_blocks(self) -> int:
+        """Up-sampling blocks that run before the iSTFT head: the most whose total stride divides
+        hop / istft_hop (the head up-samples the rest)."""
+        frames = self.hop_length // self.istft_hop
+        total, count = 1, 0
+        for s in self.strides:
+            total *= s
+            if frames % total:
+                break
+            count += 1
+        return count
+
+    @property
+    def istft_upsample(self) -> int:
+        """Up-sampling factor inside the iSTFT head (from the last kept block's rate to its frame rate)."""
+        return self.hop_length // self.istft_hop // math.prod(self.strides[: self.istft_blocks])
 
     @property
     def envelope_block(self) -> int | None:

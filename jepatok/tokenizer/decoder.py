@@ -5,6 +5,9 @@
     per block i: Snake -> ConvTranspose1d(k=2s, stride s, cropped to T*s) -> MRF (average of ResBlock1s)
     Conv1d(C_last -> 1, k7) -> tanh                                       -> audio [B, 1, T * hop]
 
+or, with `head="istft"`, the first blocks then an iSTFT head (ConvNeXt -> log-magnitude + phase -> overlap-add;
+Vocos, arXiv 2306.00814) that renders the spectrum directly.
+
 No weight norm and no decoder DAAM, as in the authors' code. The transposed convolutions are cropped so T frames
 give exactly T * hop samples (the reference loses the last 0.384 s of every clip).
 """
@@ -63,6 +66,74 @@ class FrameBlock(nn.Module):
         return x + self.out(F.gelu(self.conv(h)))
 
 
+class ConvNeXtBlock(nn.Module):
+    """Residual ConvNeXt block (depthwise Conv1d(k) -> LayerNorm -> Linear(C, mult C) -> GELU -> Linear(mult C, C));
+    its last layer starts small (x0.1 under init_scheme="fan_in")."""
+
+    def __init__(self, dim: int, kernel_size: int = 7, mult: int = 3):
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1 = nn.Linear(dim, mult * dim)
+        self.pw2 = nn.Linear(mult * dim, dim)
+        self.pw2._init_gain = 0.1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T] -> [B, C, T]
+        h = self.norm(self.dwconv(x).transpose(1, 2))
+        return x + self.pw2(F.gelu(self.pw1(h))).transpose(1, 2)
+
+
+def overlap_add_istft(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
+    """Inverse STFT with "same" padding: complex spectrum [B, n_fft // 2 + 1, F] -> audio [B, F * hop].
+
+    Each frame's inverse real FFT is windowed and overlap-added (frame f centred on sample f * hop + hop / 2),
+    divided by the summed squared window, and (n_fft - hop) / 2 samples are trimmed from each end, so F frames
+    give exactly F * hop samples (torch.istft's centred framing gives (F - 1) * hop)."""
+    frames = torch.fft.irfft(spec, n=n_fft, dim=1) * window.view(1, -1, 1)  # [B, n_fft, F]
+    count = frames.shape[-1]
+    length = (count - 1) * hop + n_fft
+    audio = F.fold(frames, output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop))[:, 0, 0]
+    norm = F.fold(
+        window.square().view(1, -1, 1).expand(1, -1, count),
+        output_size=(1, length),
+        kernel_size=(1, n_fft),
+        stride=(1, hop),
+    )[0, 0, 0]
+    pad = (n_fft - hop) // 2
+    return audio[:, pad : length - pad] / norm[pad : length - pad].clamp_min(1e-11)
+
+
+class ISTFTHead(nn.Module):
+    """Features [B, C_in, T'] -> audio [B, 1, T' * upsample * hop]: Conv1d(C_in -> C, k1) [-> Snake ->
+    ConvTranspose1d(stride upsample)] -> ConvNeXt blocks -> LayerNorm -> Linear(C -> n_fft + 2) = per-bin
+    log-magnitude and phase -> `overlap_add_istft`. The magnitude is exp(log-magnitude) capped at 100 (Vocos)."""
+
+    def __init__(self, in_ch: int, dim: int, layers: int, upsample: int, n_fft: int, hop: int):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.in_conv = nn.Conv1d(in_ch, dim, kernel_size=1)
+        self.upsample = (
+            nn.Sequential(Snake(dim), UpsampleConvTranspose1d(dim, dim, upsample)) if upsample > 1 else None
+        )
+        self.blocks = nn.ModuleList(ConvNeXtBlock(dim) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, n_fft + 2)
+        self.out._init_gain = 0.1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.in_conv(x)
+        if self.upsample is not None:
+            x = self.upsample(x)
+        for block in self.blocks:
+            x = block(x)
+        log_mag, phase = self.out(self.norm(x.transpose(1, 2))).float().transpose(1, 2).chunk(2, dim=1)
+        mag = torch.exp(log_mag.clamp(max=math.log(100.0)))
+        spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+        # The window is made here, not held as a buffer: from_pretrained leaves non-persistent buffers uninitialised.
+        window = torch.hann_window(self.n_fft, periodic=True, device=spec.device)
+        return overlap_add_istft(spec, self.n_fft, self.hop, window).unsqueeze(1)
+
+
 class JepaDecoder(nn.Module):
     """Latents (quantized) [B, T, D] -> waveform [B, 1, T * hop] in [-1, 1]; differentiable.
 
@@ -87,12 +158,24 @@ class JepaDecoder(nn.Module):
                 dec.envelope_bands, dec.channels[self.envelope_block + 1], kernel_size=1
             )
             self.envelope_in._init_gain = 0.1  # added to a trained decoder: start as a small perturbation
+        self.head = dec.head
+        kept = dec.istft_blocks if dec.head == "istft" else len(dec.strides)
         self.blocks = nn.ModuleList(
             DecoderBlock(dec.channels[i], dec.channels[i + 1], s, dec.mrf_kernel_sizes, dec.mrf_dilations)
-            for i, s in enumerate(dec.strides)
+            for i, s in enumerate(dec.strides[:kept])
         )
-        self.out_conv = DilatedConv1d(dec.channels[-1], 1, dec.out_kernel_size)
-        self.out_conv._init_gain = 0.1  # under init_scheme="fan_in": start quiet, not at full scale
+        if dec.head == "istft":
+            self.istft = ISTFTHead(
+                dec.channels[kept],
+                dec.istft_channels,
+                dec.istft_layers,
+                dec.istft_upsample,
+                dec.istft_n_fft,
+                dec.istft_hop,
+            )
+        else:
+            self.out_conv = DilatedConv1d(dec.channels[-1], 1, dec.out_kernel_size)
+            self.out_conv._init_gain = 0.1  # under init_scheme="fan_in": start quiet, not at full scale
         self._receptive_frames = self._compute_receptive_frames(config)
         init_codec_weights(self, config.init_scheme)
 
@@ -101,8 +184,16 @@ class JepaDecoder(nn.Module):
         """Frames of context on each side that can influence an output sample (for chunked decoding)."""
         dec = config.decoder_config
         # Walk from the output back to the frames, measuring every convolution's span in output samples.
-        layers: list[tuple[int, int, int]] = [(dec.out_kernel_size, 1, 1)]
-        for s in reversed(dec.strides):
+        strides = dec.strides
+        if (
+            dec.head == "istft"
+        ):  # window of n_fft samples, then ConvNeXt (k7) + up-sampling (k2) at the head's rate
+            strides = dec.strides[: dec.istft_blocks]
+            layers = [(dec.istft_n_fft, 1, dec.istft_hop)] + [(7, 1, 1)] * dec.istft_layers
+            layers.append((2, dec.istft_upsample, dec.istft_upsample))
+        else:
+            layers = [(dec.out_kernel_size, 1, 1)]
+        for s in reversed(strides):
             for k in dec.mrf_kernel_sizes:  # widest MRF branch dominates; include all for a safe bound
                 for d in dec.mrf_dilations:
                     layers += [(k, d, 1), (k, 1, 1)]
@@ -174,7 +265,10 @@ class JepaDecoder(nn.Module):
                     b, self.envelope_bands, t * self.envelope_subframes
                 )
                 x = x + self.envelope_in(placed)
-        audio = torch.tanh(self.out_conv(x))
+        if self.head == "istft":
+            audio = self.istft(x).clamp(-1.0, 1.0)
+        else:
+            audio = torch.tanh(self.out_conv(x))
         if return_envelope:
             return audio, None if envelope is None else envelope.transpose(1, 2)
         return audio

@@ -69,6 +69,11 @@ _LATER_FIELDS = {
     ("decoder_config", "frame_kernel_size"): 3,
     ("decoder_config", "envelope_bands"): 0,
     ("decoder_config", "envelope_subframes"): 20,
+    ("decoder_config", "head"): "hifigan",
+    ("decoder_config", "istft_n_fft"): 640,
+    ("decoder_config", "istft_hop"): 160,
+    ("decoder_config", "istft_channels"): 256,
+    ("decoder_config", "istft_layers"): 4,
 }
 
 

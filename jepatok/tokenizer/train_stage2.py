@@ -135,6 +135,11 @@ _ADDABLE = {
     "decoder_config.frame_layers",
     "decoder_config.envelope_bands",
     "decoder_config.envelope_subframes",
+    "decoder_config.head",
+    "decoder_config.istft_n_fft",
+    "decoder_config.istft_hop",
+    "decoder_config.istft_channels",
+    "decoder_config.istft_layers",
 }
 
 

@@ -96,6 +96,18 @@ if [ "$S2E_STEPS" -gt 0 ]; then
       save_every=200 sample_every=0 $S2E_EXTRA > "$RUN/s2e.log" 2>&1; log "s2e done"; }
   CODEC_FINAL="$RUN/s2e/final"
 fi
+# Stage 2i: the decoder's waveform stack is replaced by an iSTFT head (decoder_config.head=istft: the first two
+# up-sampling blocks stay, a ConvNeXt head at 100 STFT frames/s predicts log-magnitude and phase); decoder-only
+# (freeze_codes), no discriminators, no waveform L1 (the phase is free; the STFT and mel losses constrain it)
+# (S2I_STEPS=0 skips it).
+S2I_STEPS=${S2I_STEPS:-5000}
+S2I_EXTRA=${S2I_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 envelope_weight=2.0 freeze_codes=true calibrate_envelope_batches=0 l1_weight=0.0 codec.decoder_config.head=istft"}
+if [ "$S2I_STEPS" -gt 0 ]; then
+  [ -f "$RUN/s2i/final/config.json" ] || { log "s2i start"; $S2_LAUNCH train-stage2 --recipe small --stage1 "$CODEC_FINAL" \
+      --data "$CODEC_CORPUS" --output-dir "$RUN/s2i" --max-steps "$S2I_STEPS" disc_start_step=100000 log_every=10 \
+      save_every=500 sample_every=0 $S2I_EXTRA > "$RUN/s2i.log" 2>&1; log "s2i done"; }
+  CODEC_FINAL="$RUN/s2i/final"
+fi
 if [ ! -f "$RUN/tokenizer/tokenizer_config.json" ]; then
   log "tokenizer start"
   $PY - "$CODEC_FINAL" "$CORPUS/train/metadata.csv" "$RUN/tokenizer" "$TEXT_VOCAB" <<'PYEOF'
