@@ -66,11 +66,14 @@ class FrameBlock(nn.Module):
         return x + self.out(F.gelu(self.conv(h)))
 
 
+CONVNEXT_KERNEL = 7  # depthwise kernel of the iSTFT head's ConvNeXt blocks
+
+
 class ConvNeXtBlock(nn.Module):
     """Residual ConvNeXt block (depthwise Conv1d(k) -> LayerNorm -> Linear(C, mult C) -> GELU -> Linear(mult C, C));
     its last layer starts small (x0.1 under init_scheme="fan_in")."""
 
-    def __init__(self, dim: int, kernel_size: int = 7, mult: int = 3):
+    def __init__(self, dim: int, kernel_size: int = CONVNEXT_KERNEL, mult: int = 3):
         super().__init__()
         self.dwconv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
         self.norm = nn.LayerNorm(dim)
@@ -185,11 +188,11 @@ class JepaDecoder(nn.Module):
         dec = config.decoder_config
         # Walk from the output back to the frames, measuring every convolution's span in output samples.
         strides = dec.strides
-        if (
-            dec.head == "istft"
-        ):  # window of n_fft samples, then ConvNeXt (k7) + up-sampling (k2) at the head's rate
+        if dec.head == "istft":
+            # the window of n_fft samples, then the ConvNeXt blocks and the up-sampling (k2) at the head's rate
             strides = dec.strides[: dec.istft_blocks]
-            layers = [(dec.istft_n_fft, 1, dec.istft_hop)] + [(7, 1, 1)] * dec.istft_layers
+            layers = [(dec.istft_n_fft, 1, dec.istft_hop)]
+            layers += [(CONVNEXT_KERNEL, 1, 1)] * dec.istft_layers
             layers.append((2, dec.istft_upsample, dec.istft_upsample))
         else:
             layers = [(dec.out_kernel_size, 1, 1)]

@@ -86,28 +86,27 @@ if [ "$ENV_STEPS" -gt 0 ]; then
       save_every=100 sample_every=500 $S2C_EXTRA codec.encoder_config.spectral_input_hidden=$ENV_HIDDEN > "$RUN/s2c.log" 2>&1; log "s2c done"; }
   CODEC_FINAL="$RUN/s2c/final"
 fi
-# Stage 2e: decoder-only (freeze_codes: encoder and projection as loaded, so the codes do not change), no
-# discriminators, no teacher forcing (S2E_STEPS=0 skips it).
+# Decoder-only stage NAME (freeze_codes: encoder and projection as loaded, so the codes do not change; no
+# discriminators) on the codec so far; STEPS=0 skips it. Sets CODEC_FINAL to its result.
+decoder_only_stage() {  # NAME STEPS SAVE_EVERY EXTRA
+  local name=$1 steps=$2 save=$3 extra=$4
+  [ "$steps" -gt 0 ] || return 0
+  [ -f "$RUN/$name/final/config.json" ] || { log "$name start"; $S2_LAUNCH train-stage2 --recipe small \
+      --stage1 "$CODEC_FINAL" --data "$CODEC_CORPUS" --output-dir "$RUN/$name" --max-steps "$steps" \
+      disc_start_step=100000 log_every=10 save_every="$save" sample_every=0 $extra > "$RUN/$name.log" 2>&1
+      log "$name done"; }
+  CODEC_FINAL="$RUN/$name/final"
+}
+# Stage 2e: the decoder trains on, no teacher forcing (S2E_STEPS=0 skips it).
 S2E_STEPS=${S2E_STEPS:-2800}
 S2E_EXTRA=${S2E_EXTRA:-"lr=3.0e-4 mel_weight=1.0 warmup_steps=50 envelope_weight=2.0 envelope_teacher_forcing=0.0 freeze_codes=true calibrate_envelope_batches=0"}
-if [ "$S2E_STEPS" -gt 0 ]; then
-  [ -f "$RUN/s2e/final/config.json" ] || { log "s2e start"; $S2_LAUNCH train-stage2 --recipe small --stage1 "$CODEC_FINAL" \
-      --data "$CODEC_CORPUS" --output-dir "$RUN/s2e" --max-steps "$S2E_STEPS" disc_start_step=100000 log_every=10 \
-      save_every=200 sample_every=0 $S2E_EXTRA > "$RUN/s2e.log" 2>&1; log "s2e done"; }
-  CODEC_FINAL="$RUN/s2e/final"
-fi
+decoder_only_stage s2e "$S2E_STEPS" 200 "$S2E_EXTRA"
 # Stage 2i: the decoder's waveform stack is replaced by an iSTFT head (decoder_config.head=istft: the first two
-# up-sampling blocks stay, a ConvNeXt head at 100 STFT frames/s predicts log-magnitude and phase); decoder-only
-# (freeze_codes), no discriminators, no waveform L1 (the phase is free; the STFT and mel losses constrain it)
-# (S2I_STEPS=0 skips it).
+# up-sampling blocks stay, a ConvNeXt head at 100 STFT frames/s predicts log-magnitude and phase); no waveform
+# L1 (the phase is free; the STFT and mel losses constrain it) (S2I_STEPS=0 skips it).
 S2I_STEPS=${S2I_STEPS:-5000}
 S2I_EXTRA=${S2I_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 envelope_weight=2.0 freeze_codes=true calibrate_envelope_batches=0 l1_weight=0.0 codec.decoder_config.head=istft"}
-if [ "$S2I_STEPS" -gt 0 ]; then
-  [ -f "$RUN/s2i/final/config.json" ] || { log "s2i start"; $S2_LAUNCH train-stage2 --recipe small --stage1 "$CODEC_FINAL" \
-      --data "$CODEC_CORPUS" --output-dir "$RUN/s2i" --max-steps "$S2I_STEPS" disc_start_step=100000 log_every=10 \
-      save_every=500 sample_every=0 $S2I_EXTRA > "$RUN/s2i.log" 2>&1; log "s2i done"; }
-  CODEC_FINAL="$RUN/s2i/final"
-fi
+decoder_only_stage s2i "$S2I_STEPS" 500 "$S2I_EXTRA"
 if [ ! -f "$RUN/tokenizer/tokenizer_config.json" ]; then
   log "tokenizer start"
   $PY - "$CODEC_FINAL" "$CORPUS/train/metadata.csv" "$RUN/tokenizer" "$TEXT_VOCAB" <<'PYEOF'
