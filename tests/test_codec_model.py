@@ -207,6 +207,22 @@ def test_decode_frame_mask_zeroes_padded_audio(model):
     assert torch.equal(audio[0], audio[0]) and torch.count_nonzero(audio[1, 0, : 4 * hop]) > 0
 
 
+def test_decode_passes_frame_mask_to_the_frame_blocks():
+    m = _model(decoder_config={"frame_layers": 2})
+    codes = m.encode(_clip(160 * 6, 4).view(1, 1, -1)).audio_codes.repeat(2, 1, 1)
+    codes[1, 3:] = codes[1, 3:].flip(0)  # padding that differs from the valid frames
+    mask = torch.ones(2, codes.shape[1], dtype=torch.bool)
+    mask[1, 3:] = False
+    with torch.no_grad():
+        audio = m.decode(codes, frame_mask=mask).audio_values
+        expected = m.decoder(m.dequantize(codes), frame_mask=mask)
+        unmasked = m.decoder(m.dequantize(codes))
+    hop = m.config.hop_length
+    assert not torch.equal(expected[1, 0, : 3 * hop], unmasked[1, 0, : 3 * hop])  # the mask matters here
+    torch.testing.assert_close(audio[1, 0, : 3 * hop], expected[1, 0, : 3 * hop])
+    torch.testing.assert_close(audio[0], expected[0])
+
+
 def test_trim_audio_validates():
     audio = torch.zeros(2, 1, 32)
     assert [a.shape[0] for a in JepaCodecModel.trim_audio(audio, torch.tensor([5, 32]))] == [5, 32]

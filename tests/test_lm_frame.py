@@ -89,6 +89,8 @@ def test_generation_is_valid_and_decodes(tok, tmp_path):
 
     loaded = AutoModel.from_pretrained(tmp_path).eval()
     assert type(loaded) is FrameLevelSpeechLM
+    # slot_valid is a non-persistent buffer: from_pretrained must rebuild it, not leave it uninitialised.
+    assert torch.equal(loaded.slot_valid, model.slot_valid)
     batch = collate_frames(
         [
             to_frame_example(e, tok)

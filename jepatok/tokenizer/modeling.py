@@ -277,7 +277,8 @@ class JepaCodecModel(JepaCodecPreTrainedModel):
 
         Args:
             audio_codes (`torch.Tensor` [B, T, G] or [T, G]): Packed tokens.
-            frame_mask (`torch.Tensor` [B, T], *optional*): Valid frames; audio of padded frames is zeroed.
+            frame_mask (`torch.Tensor` [B, T], *optional*): Valid frames: audio of padded frames is zeroed, and
+                (without `chunk_length_s`) the decoder's frame blocks do not read the padding.
             chunk_length_s (`float`, *optional*): Decode in windows of this many seconds with enough overlap
                 to cover the decoder's receptive field (the result equals whole-sequence decoding).
 
@@ -287,15 +288,20 @@ class JepaCodecModel(JepaCodecPreTrainedModel):
         if audio_codes.dim() == 2:
             audio_codes = audio_codes.unsqueeze(0)
         quantized = self.dequantize(audio_codes.to(self.device))
+        if frame_mask is not None:
+            frame_mask = frame_mask.to(quantized.device).bool()
+            frame_mask = frame_mask.unsqueeze(0) if frame_mask.dim() == 1 else frame_mask
         if chunk_length_s is None:
-            audio = self.decoder(quantized)
+            # The mask keeps each clip's right padding out of its valid frames' features (a batch decodes
+            # like its clips one by one, up to the waveform stack's reach across the padding).
+            audio = self.decoder(quantized, frame_mask=frame_mask)
         else:
             from .chunking import decode_latents_chunked
 
             audio = decode_latents_chunked(self.decoder, quantized, chunk_length_s, self.config.sampling_rate)
         if frame_mask is not None:
             hop = self.config.hop_length
-            sample_mask = frame_mask.to(audio.device).bool().repeat_interleave(hop, dim=1)  # [B, T * hop]
+            sample_mask = frame_mask.to(audio.device).repeat_interleave(hop, dim=1)  # [B, T * hop]
             audio = audio * sample_mask.unsqueeze(1).to(audio.dtype)
         return JepaCodecDecoderOutput(audio_values=audio)
 
