@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "jepatok.eval.evaluate_codec",
         "reconstruct a dataset and write metrics.json + report.html",
     ),
+    "eval-tts": (
+        "jepatok.eval.evaluate_tts",
+        "text-to-speech WER of a speech LM on held-out sentences, beside ground truth and codec resynthesis",
+    ),
     "bench": ("jepatok.eval.bench", "codec encode/decode speed next to HF MimiModel"),
     "train-lm": ("jepatok.lm.train", "train the speech LM on pre-tokenized data"),
     "generate": ("jepatok.lm.cli_generate", "text-to-speech or speech continuation with a trained LM"),

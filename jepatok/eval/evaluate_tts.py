@@ -1,0 +1,285 @@
+"""`jepatok eval-tts`: text-to-speech intelligibility of a speech LM on held-out sentences, beside its ceilings.
+
+For each of N sentences of an evaluation set (distinct texts, spread evenly over the split) the LM speaks the
+text (seeded per sentence, so a sentence's sample does not depend on N), and the same deterministic ASR
+(bundled Whisper tiny.en by default) transcribes three things:
+
+* the generated speech -> **TTS WER**;
+* the recording of the sentence -> **ground-truth WER** (what the ASR itself gets wrong);
+* the recording encoded and decoded by the LM's codec -> **resynthesis WER**, the codec's ceiling on TTS: an LM
+  that predicted the recording's own tokens would score this.
+
+The issue-7 target reads "TTS WER at most twice the ground-truth WER"; `metrics.json` records the limit and
+whether it is met, plus how many samples ended with the LM's end-of-speech token (the rest ran to
+`max_seconds`) and the generated-to-recording duration ratio. Outputs: `OUT/metrics.json`,
+`OUT/sentences.csv`, `OUT/tts/NNN.wav` (generated) and `OUT/resynth/NNN.wav`; each file written atomically.
+
+    jepatok eval-tts --lm small --data corpus/small2 --out runs/tts_eval --max-sentences 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class SentenceResult:
+    """One sentence's three transcripts and what the LM produced."""
+
+    index: int
+    text: str
+    speaker: str
+    source: str
+    recording_seconds: float
+    generated_seconds: float
+    ended_with_eos: bool
+    tts_transcript: str = ""
+    recording_transcript: str = ""
+    resynthesis_transcript: str = ""
+    tts_wer: float = float("nan")
+    recording_wer: float = float("nan")
+    resynthesis_wer: float = float("nan")
+
+
+def pick_sentences(clips: list, max_sentences: int, min_words: int, max_words: int) -> list:
+    """Clips with distinct transcripts of `min_words`..`max_words` words, `max_sentences` of them spread
+    evenly over the (sorted) list; raises when none qualifies."""
+    from .clips import _pick_indices
+
+    if max_sentences <= 0:
+        raise ValueError(f"max_sentences must be positive, got {max_sentences}")
+    if min_words < 1 or max_words < min_words:
+        raise ValueError(
+            f"need 1 <= min_words <= max_words, got min_words={min_words}, max_words={max_words}"
+        )
+    seen, pool = set(), []
+    for clip in clips:
+        words = len(clip.text.split())
+        if clip.text and min_words <= words <= max_words and clip.text not in seen:
+            seen.add(clip.text)
+            pool.append(clip)
+    if not pool:
+        raise ValueError(
+            f"no clip has a transcript of {min_words}..{max_words} words; eval-tts needs texts "
+            "(metadata.csv with a text column, or a dataset with a text column)"
+        )
+    return [pool[i] for i in _pick_indices(len(pool), max_sentences)]
+
+
+def load_lm_and_tokenizer(lm: str, tokenizer: str | None, device: str):
+    """(tokenizer, LM) from a shipped checkpoint name (`small`) or an LM directory (+ tokenizer directory)."""
+    from ..pretrained import KNOWN_PRETRAINED, load_pretrained
+
+    if lm in KNOWN_PRETRAINED and not Path(lm).exists():
+        if tokenizer is not None:
+            raise ValueError(f"--tokenizer cannot be combined with the shipped checkpoint {lm!r}")
+        return load_pretrained(lm, device=device)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import jepatok  # noqa: F401  (registers the tokenizer class)
+
+    for name, path in (("lm", lm), ("tokenizer", tokenizer)):
+        if path is not None and not Path(path).is_dir():
+            raise FileNotFoundError(
+                f"--{name} {path!r} is neither a directory nor a shipped checkpoint {list(KNOWN_PRETRAINED)}"
+            )
+    model = AutoModelForCausalLM.from_pretrained(lm).to(device).eval()
+    return AutoTokenizer.from_pretrained(tokenizer or lm), model
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_wav_atomic(path: Path, audio: np.ndarray, sampling_rate: int) -> None:
+    from ..data.audio import write_wav
+
+    tmp = path.with_name(path.stem + ".tmp.wav")
+    write_wav(tmp, audio, sampling_rate)
+    os.replace(tmp, path)
+
+
+def evaluate_tts(
+    tokenizer,
+    lm,
+    clips: list,
+    out: str | os.PathLike,
+    seed: int = 0,
+    temperature: float = 0.8,
+    top_k: int = 50,
+    max_seconds: float = 12.0,
+    asr=None,
+    resynthesis: bool = True,
+) -> dict:
+    """Speak each clip's text with `lm`, transcribe it, its recording and (with `resynthesis`) the codec's
+    resynthesis of the recording; write the outputs (module docstring) and return the metrics.
+
+    Args:
+        tokenizer: `JepaSpeechTokenizer` with its codec.
+        lm: causal LM over the tokenizer's ids.
+        clips: `EvalClip`s with transcripts (see `pick_sentences`).
+        out: output directory (created).
+        seed: sentence i is sampled with seed + i.
+        temperature / top_k: sampling settings.
+        max_seconds: cap on generated speech; sentence i gets min(max_seconds, 1 + 0.6 * words).
+        asr: a `SpeechRecognizer` (default: the bundled Whisper tiny.en).
+        resynthesis: also score the codec's resynthesis of each recording.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..lm.generation import SpeechGenerationPipeline
+    from .asr import SpeechRecognizer, error_rates
+
+    if not clips:
+        raise ValueError("evaluate_tts needs at least one clip with a transcript")
+    out = Path(out)
+    (out / "tts").mkdir(parents=True, exist_ok=True)
+    if resynthesis:
+        (out / "resynth").mkdir(parents=True, exist_ok=True)
+    asr = asr or SpeechRecognizer(cpu_threads=max(1, torch.get_num_threads()))
+    device = next(lm.parameters()).device
+    pipe = SpeechGenerationPipeline(model=lm, tokenizer=tokenizer, device=device)
+    eos = int(tokenizer.eos_token_id)
+    results: list[SentenceResult] = []
+    for i, clip in enumerate(tqdm(clips, desc="eval-tts", unit="sentence")):
+        words = len(clip.text.split())
+        gen = pipe(
+            clip.text,
+            max_seconds=min(max_seconds, 1.0 + 0.6 * words),
+            temperature=temperature,
+            top_k=top_k,
+            seed=seed + i,
+        )
+        audio, sr = np.asarray(gen["audio"], dtype=np.float32), int(gen["sampling_rate"])
+        _write_wav_atomic(out / "tts" / f"{i:03d}.wav", audio, sr)
+        r = SentenceResult(
+            index=i,
+            text=clip.text,
+            speaker=clip.speaker,
+            source=clip.source,
+            recording_seconds=clip.duration,
+            generated_seconds=audio.size / sr,
+            ended_with_eos=bool(gen["ids"]) and gen["ids"][-1] == eos,
+        )
+        r.tts_transcript = asr.transcribe(audio, sr) if audio.size else ""
+        r.recording_transcript = asr.transcribe(clip.audio, clip.sampling_rate)
+        r.tts_wer = error_rates([clip.text], [r.tts_transcript]).wer
+        r.recording_wer = error_rates([clip.text], [r.recording_transcript]).wer
+        if resynthesis:
+            wave, rsr = tokenizer.decode_audio(tokenizer.encode_audio(clip.audio, clip.sampling_rate))
+            _write_wav_atomic(out / "resynth" / f"{i:03d}.wav", np.asarray(wave, dtype=np.float32), rsr)
+            r.resynthesis_transcript = asr.transcribe(wave, rsr)
+            r.resynthesis_wer = error_rates([clip.text], [r.resynthesis_transcript]).wer
+        results.append(r)
+    texts = [r.text for r in results]
+
+    def corpus_rates(attr: str) -> dict:
+        rates = error_rates(texts, [getattr(r, attr) for r in results])
+        return {"wer": rates.wer, "cer": rates.cer}
+
+    tts, gt = corpus_rates("tts_transcript"), corpus_rates("recording_transcript")
+    metrics = {
+        "sentences": len(results),
+        "reference_words": error_rates(texts, texts).words,
+        "asr": getattr(asr, "name", type(asr).__name__),
+        "settings": {"seed": seed, "temperature": temperature, "top_k": top_k, "max_seconds": max_seconds},
+        "tts": tts,
+        "ground_truth": gt,
+        "resynthesis": corpus_rates("resynthesis_transcript") if resynthesis else None,
+        "target": {
+            "rule": "TTS WER <= 2 x ground-truth WER",
+            "limit": 2.0 * gt["wer"],
+            "met": bool(tts["wer"] <= 2.0 * gt["wer"]),
+        },
+        "ended_with_eos": sum(r.ended_with_eos for r in results) / len(results),
+        "duration_ratio": float(
+            np.mean([r.generated_seconds / max(r.recording_seconds, 1e-6) for r in results])
+        ),
+        "per_sentence": [asdict(r) for r in results],
+    }
+    _write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    buf = io.StringIO()
+    fields = [f for f in asdict(results[0]) if f != "source"]
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(asdict(r) for r in results)
+    _write_atomic(out / "sentences.csv", buf.getvalue())
+    return metrics
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """A few printable lines: the three WERs, the target, EOS rate and duration ratio."""
+    lines = [f"{metrics['sentences']} sentences, {metrics['reference_words']} words, ASR {metrics['asr']}"]
+    lines.append(f"TTS WER            {metrics['tts']['wer']:.3f}  (CER {metrics['tts']['cer']:.3f})")
+    if metrics.get("resynthesis"):
+        r = metrics["resynthesis"]
+        lines.append(
+            f"codec resynthesis  {r['wer']:.3f}  (CER {r['cer']:.3f})  <- the codec's ceiling for TTS"
+        )
+    g = metrics["ground_truth"]
+    lines.append(f"recordings         {g['wer']:.3f}  (CER {g['cer']:.3f})")
+    t = metrics["target"]
+    lines.append(f"target {t['rule']}: limit {t['limit']:.3f} -> {'met' if t['met'] else 'MISSED'}")
+    lines.append(
+        f"ended with end-of-speech: {metrics['ended_with_eos']:.0%}; generated/recording duration "
+        f"{metrics['duration_ratio']:.2f}"
+    )
+    return lines
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lm", default="small", help="LM directory or shipped checkpoint name (default: small)"
+    )
+    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the --lm directory)")
+    parser.add_argument("--data", required=True, help="audio folder with transcripts, or saved dataset dir")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--split", default=None, help="split (default: test when present)")
+    parser.add_argument("--max-sentences", type=int, default=20, help="sentences to speak (default 20)")
+    parser.add_argument("--min-words", type=int, default=4)
+    parser.add_argument("--max-words", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0, help="sentence i is sampled with seed + i")
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top-k", type=int, default=50)
+    parser.add_argument("--max-seconds", type=float, default=12.0)
+    parser.add_argument(
+        "--asr", default=None, help="faster-whisper model dir or name (default: bundled tiny.en)"
+    )
+    parser.add_argument("--no-resynthesis", action="store_true", help="skip the codec-resynthesis ceiling")
+    parser.add_argument("--device", default="cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .asr import SpeechRecognizer
+    from .clips import load_clips
+
+    tokenizer, lm = load_lm_and_tokenizer(args.lm, args.tokenizer, args.device)
+    clips = pick_sentences(
+        load_clips(args.data, split=args.split), args.max_sentences, args.min_words, args.max_words
+    )
+    metrics = evaluate_tts(
+        tokenizer,
+        lm,
+        clips,
+        args.out,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        max_seconds=args.max_seconds,
+        asr=SpeechRecognizer(args.asr),
+        resynthesis=not args.no_resynthesis,
+    )
+    print("\n".join(summary_lines(metrics)))
+    print(f"wrote {Path(args.out) / 'metrics.json'}")
+    return 0
