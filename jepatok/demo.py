@@ -28,8 +28,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 #: Baselines of the demo (the issue's targets compare against these).
 DEMO_BASELINES = "codec2-700C,codec2-1200,opus-6k"
 #: Metrics skipped in the demo to keep it under 10 minutes on 2 cores (model-based MOS / similarity).
@@ -100,7 +98,7 @@ def _voice_of(row: dict) -> str:
     return row.get("speaker", "").rsplit("-", 1)[0]
 
 
-def run_codec_eval(codec_dir: Path, eval_dir: Path, out: Path, max_clips: int) -> dict:
+def run_codec_eval(codec_dir: Path, eval_dir: Path, out: Path, max_clips: int, held_out: list[str]) -> dict:
     """`jepatok eval-codec` on the evaluation set with the demo's baselines; returns metrics.json's dict."""
     from .eval.baselines import parse_baselines
     from .eval.clips import load_clips
@@ -118,24 +116,14 @@ def run_codec_eval(codec_dir: Path, eval_dir: Path, out: Path, max_clips: int) -
         scorers=scorers,
         report_clips=3,
         codec_spec=str(codec_dir),
+        held_out_voices=held_out,
     )
 
 
-def _held_out_means(metrics: dict, held_out: list[str]) -> dict[str, dict[str, float]]:
-    """Per-system mean STOI / PESQ-WB / WER over the clips of held-out voices only."""
-    rows = [r for r in metrics["clips"] if r.get("speaker", "").rsplit("-", 1)[0] in held_out]
-    result: dict[str, dict[str, float]] = {}
-    names = ["codec"] + list(metrics["baselines"])
-    for name in names:
-        per = [r["codec"] if name == "codec" else r["baselines"].get(name, {}) for r in rows]
-        means = {}
-        for key in ("stoi", "pesq_wb", "wer"):
-            vals = [p[key] for p in per if isinstance(p.get(key), (int, float))]
-            if vals:
-                means[key] = float(np.mean(vals))
-        means["clips"] = len(rows)
-        result[name] = means
-    return result
+def _held_out_means(metrics: dict) -> dict[str, dict[str, float]]:
+    """Per-system means over the clips of held-out voices (eval-codec's `voice_groups`), with the clip count."""
+    group = metrics["voice_groups"]["held_out"]
+    return {name: {**vals, "clips": group["clips"]} for name, vals in group.items() if name != "clips"}
 
 
 def generate_samples(
@@ -353,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     eval_dir, rows, held_out = build_eval_set(out, args.hours, args.seed, args.jobs)
     print(f"{len(rows)} clips with held-out sentences; voices held out of training: {', '.join(held_out)}")
     _step(f"2/4 codec round trip + eval-codec vs {DEMO_BASELINES}")
-    metrics = run_codec_eval(paths.codec_dir, eval_dir, out, args.max_clips)
-    ho = _held_out_means(metrics, held_out)
+    metrics = run_codec_eval(paths.codec_dir, eval_dir, out, args.max_clips, held_out)
+    ho = _held_out_means(metrics)
     _step("3/4 text to speech (3 held-out sentences) and continuation (2 held-out prompts)")
     tokenizer, lm = load_pretrained(args.checkpoint, root=args.pretrained_root)
     held_rows = [r for r in rows if _voice_of(r) in held_out] + [

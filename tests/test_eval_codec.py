@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +208,59 @@ def test_load_clips_reads_librispeech_and_sidecar_transcripts(tmp_path):
     assert clips["19_198_19-198-0001"].text == "NORTHANGER ABBEY"
     assert clips["19_198_19-198-0001"].speaker == "19"
     assert clips["side_a"].text == "a sidecar line"
+
+
+def test_voice_groups_split_clips_by_held_out_voice(tmp_path):
+    from jepatok.eval.evaluate_codec import read_held_out_voices, voice_group_means, voice_of
+
+    assert voice_of("flite-awb-3") == "flite-awb" and voice_of("en-us+f3") == "en-us+f3"
+    assert voice_of("speaker-7", {"speaker-7"}) == "speaker-7"  # a label that is itself a voice stays whole
+    clips = [
+        {"speaker": "a-0", "codec": {"stoi": 0.5, "wer": 1.0}, "baselines": {"b": {"stoi": 0.9}}},
+        {"speaker": "a-1", "codec": {"stoi": 0.7, "wer": 0.0}, "baselines": {"b": {"stoi": 0.8}}},
+        {"speaker": "c-0", "codec": {"stoi": 0.2}, "baselines": {"b": {}}},
+    ]
+    g = voice_group_means({"clips": clips, "baselines": {"b": {}}}, ["a"])
+    assert g["held_out"]["clips"] == 2 and g["seen"]["clips"] == 1
+    assert g["held_out"]["codec"] == pytest.approx({"stoi": 0.6, "wer": 0.5})
+    assert g["held_out"]["b"] == pytest.approx({"stoi": 0.85}) and g["seen"]["b"] == {}
+    assert g["seen"]["codec"] == pytest.approx({"stoi": 0.2})
+    assert read_held_out_voices(None, tmp_path) is None  # no held_out_voices.txt
+    (tmp_path / "held_out_voices.txt").write_text("x\ny\n")
+    assert read_held_out_voices(None, tmp_path) == ["x", "y"]
+    assert read_held_out_voices("none", tmp_path) is None
+    assert read_held_out_voices("p, q", tmp_path) == ["p", "q"]
+    with pytest.raises(ValueError, match="names no voice"):
+        read_held_out_voices(" , ", tmp_path)
+
+
+def test_eval_codec_cli_reports_voice_groups(corpus, tmp_path, capsys):
+    data = tmp_path / "corpus"
+    shutil.copytree(corpus, data)
+    (data / "held_out_voices.txt").write_text("en-us+f3\n")  # what build-corpus writes
+    out = tmp_path / "eval"
+    argv = [
+        "eval-codec",
+        "--codec",
+        "tiny",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--baselines",
+        "codec2-1200",
+    ]
+    assert (
+        main([*argv, "--asr", "none", "--skip", "asr,speaker_sim,visqol,distillmos,dnsmos", "--no-report"])
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    groups = metrics["voice_groups"]
+    assert groups["held_out_voices"] == ["en-us+f3"]
+    assert groups["held_out"]["clips"] == 1 and groups["seen"]["clips"] == 2
+    held = [c for c in metrics["clips"] if c["speaker"] == "en-us+f3"][0]
+    assert groups["held_out"]["codec"]["stoi"] == pytest.approx(held["codec"]["stoi"])
+    assert groups["held_out"]["codec2-1200"]["stoi"] == pytest.approx(
+        held["baselines"]["codec2-1200"]["stoi"]
+    )
+    assert "per-clip means by voice group" in capsys.readouterr().out

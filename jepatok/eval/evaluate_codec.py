@@ -185,6 +185,7 @@ def evaluate_codec(
     codec_spec: str = "",
     write_report: bool = True,
     progress: bool = True,
+    held_out_voices: list[str] | None = None,
 ) -> dict:
     """Reconstruct and score every clip with the codec and each baseline; write metrics.json (+ report).
 
@@ -198,6 +199,8 @@ def evaluate_codec(
         chunk_length_s: encode/decode window for long clips.
         codec_spec: how the codec was named on the command line (recorded).
         write_report: also write report.html with its PNGs and WAVs.
+        held_out_voices: voices held out of the codec's training: metrics.json then gets `voice_groups`
+            (`voice_group_means`: every system's means on those voices' clips and on the rest).
         progress: show a progress bar.
 
     Returns:
@@ -314,12 +317,64 @@ def evaluate_codec(
             "device": str(codec.device),
         },
     }
+    if held_out_voices:
+        metrics["voice_groups"] = voice_group_means(metrics, held_out_voices)
     _write_json(out_dir / "metrics.json", metrics)
     if write_report:
         from .report import write_report as _write_report
 
         _write_report(metrics, out_dir, report_audio, stats)
     return metrics
+
+
+GROUP_KEYS = ("stoi", "pesq_wb", "wer", "mel_distance")
+
+
+def voice_of(speaker: str, voices: set[str] | None = None) -> str:
+    """The voice behind a speaker label: the corpus builder names derived speakers VOICE-N, so a trailing
+    "-<digits>" is dropped unless the label itself is one of `voices`."""
+    if voices is not None and speaker in voices:
+        return speaker
+    head, _, tail = speaker.rpartition("-")
+    return head if head and tail.isdigit() else speaker
+
+
+def voice_group_means(metrics: dict, held_out_voices: list[str]) -> dict:
+    """Per-system means of STOI / PESQ-WB / WER / mel distance over the clips of held-out voices and over the
+    rest (`{"held_out_voices", "held_out": {"clips", system: means}, "seen": {...}}`); per-clip means, so a
+    group's WER weighs clips equally (the headline WER is corpus-level)."""
+    held = set(held_out_voices)
+    names = ["codec", *metrics["baselines"]]
+    result: dict = {"held_out_voices": sorted(held)}
+    for group, keep in (("held_out", True), ("seen", False)):
+        rows = [r for r in metrics["clips"] if (voice_of(r.get("speaker", ""), held) in held) == keep]
+        entry: dict = {"clips": len(rows)}
+        for name in names:
+            per = [r["codec"] if name == "codec" else r["baselines"].get(name, {}) for r in rows]
+            entry[name] = {
+                k: float(np.mean(vals))
+                for k in GROUP_KEYS
+                if (vals := [p[k] for p in per if isinstance(p.get(k), (int, float))])
+            }
+        result[group] = entry
+    return result
+
+
+def read_held_out_voices(spec: str | None, data: str | os.PathLike) -> list[str] | None:
+    """`--held-out-voices`: "none", a comma list, a file with one voice per line, or None (then
+    DATA/held_out_voices.txt, which `jepatok build-corpus` writes, when present)."""
+    if spec is None:
+        auto = Path(data) / "held_out_voices.txt"
+        spec = str(auto) if auto.is_file() else "none"
+    if spec == "none":
+        return None
+    path = Path(spec)
+    voices = path.read_text().split() if path.is_file() else [v.strip() for v in spec.split(",") if v.strip()]
+    if not voices:
+        raise ValueError(
+            f"--held-out-voices {spec!r} names no voice; expected a comma list or a file of voices"
+        )
+    return voices
 
 
 def _order(means: dict) -> dict:
@@ -417,6 +472,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for a preset codec's random weights")
     parser.add_argument("--no-report", action="store_true", help="write metrics.json only")
+    parser.add_argument(
+        "--held-out-voices",
+        default=None,
+        help="voices held out of training (comma list or file; 'none'): means per group in metrics.json "
+        "(default: DATA/held_out_voices.txt when present, as build-corpus writes it)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -425,6 +486,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report_clips < 0:
         raise ValueError(f"--report-clips must be >= 0, got {args.report_clips}")
     baselines = parse_baselines(args.baselines)
+    held_out = read_held_out_voices(args.held_out_voices, args.data)
     clips = load_clips(args.data, max_clips=args.max_clips, split=args.split)
     codec = load_codec(args.codec, device=args.device, seed=args.seed)
     scorers = Scorers(asr=args.asr, skip=args.skip.split(","), device=args.device)
@@ -438,6 +500,7 @@ def run(args: argparse.Namespace) -> int:
         chunk_length_s=args.chunk_length_s,
         codec_spec=args.codec,
         write_report=not args.no_report,
+        held_out_voices=held_out,
     )
     _print_summary(metrics, args.out)
     return 0
@@ -452,6 +515,20 @@ def _print_summary(metrics: dict, out: str) -> None:
     ref = metrics["reference"]
     if "wer" in ref:
         print(f"original audio: WER {ref['wer']:.3f}  CER {ref['cer']:.3f}")
+    groups = metrics.get("voice_groups")
+    if groups:
+        print(f"per-clip means by voice group (held out of training: {', '.join(groups['held_out_voices'])})")
+        print(
+            "system".ljust(14)
+            + "group".ljust(10)
+            + "clips".rjust(6)
+            + "".join(k.rjust(13) for k in GROUP_KEYS)
+        )
+        for name in systems:
+            for group in ("held_out", "seen"):
+                g = groups[group]
+                cells = "".join((f"{g[name][k]:.3f}" if k in g[name] else "-").rjust(13) for k in GROUP_KEYS)
+                print(name.ljust(14) + group.ljust(10) + str(g["clips"]).rjust(6) + cells)
     print(
         f"wrote {Path(out) / 'metrics.json'}"
         + ("" if not (Path(out) / "report.html").exists() else f" and {Path(out) / 'report.html'}")
