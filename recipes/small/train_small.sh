@@ -10,8 +10,9 @@ cd "$(dirname "$0")/../.."
 J=${J:-.venv/bin/jepatok}
 PY=${PY:-.venv/bin/python}
 RUN=${RUN:-runs/small}
-CORPUS=${CORPUS:-corpus/small4}          # LM corpus: tokenizer text vocabulary, pre-tokenization, LM
-HOURS=${HOURS:-4}
+CORPUS=${CORPUS:-corpus/var16}           # LM corpus (tokenizer text vocabulary, pre-tokenization, LM) and stages envx/2x
+HOURS=${HOURS:-3}
+VARIANTS=${VARIANTS:-16}                 # derived speakers per voice in CORPUS (the codec corpus keeps 4)
 CODEC_CORPUS=${CODEC_CORPUS:-corpus/small2}  # codec (stage 1 / stage 2 / warm-up) corpus
 CODEC_HOURS=${CODEC_HOURS:-2}
 S1_STEPS=${S1_STEPS:-500}
@@ -47,7 +48,7 @@ S2C_STEPS=${S2C_STEPS:-3000}
 S2C_DISC=${S2C_DISC:-2400}
 S2C_EXTRA=${S2C_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 envelope_weight=2.0 envelope_teacher_forcing=0.5 calibrate_quantizer_batches=0 calibrate_envelope_batches=0"}
 S2_LAUNCH=${S2_LAUNCH:-".venv/bin/accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m jepatok.cli"}
-LM_STEPS=${LM_STEPS:-2000}
+LM_STEPS=${LM_STEPS:-1000}              # the fifth checkpoint: 2000 on a 4 h corpus with 4 variants
 TEXT_VOCAB=${TEXT_VOCAB:-1000}
 # Digit-factorized audio embeddings (audio_digit_radix=4; README, speech LM training) on one 2-thread process.
 LM_EXTRA=${LM_EXTRA:-"per_device_batch_size=4 gradient_accumulation_steps=1 warmup_steps=50 eval_steps=250 save_steps=250 max_eval_blocks=32 audio_digit_radix=4"}
@@ -58,7 +59,7 @@ log() { echo "$1 $(ts)" | tee -a "$RUN/times.txt"; }
 
 [ -f "$CODEC_CORPUS/summary.json" ] || { log "codec corpus start"; $J build-corpus --out "$CODEC_CORPUS" --hours "$CODEC_HOURS" \
     --seed 0 > "$RUN/codec_corpus.log" 2>&1; log "codec corpus done"; }
-[ -f "$CORPUS/summary.json" ] || { log "corpus start"; $J build-corpus --out "$CORPUS" --hours "$HOURS" --seed 0 > "$RUN/corpus.log" 2>&1; log "corpus done"; }
+[ -f "$CORPUS/summary.json" ] || { log "corpus start"; $J build-corpus --out "$CORPUS" --hours "$HOURS" --seed 0 --variants-per-voice "$VARIANTS" > "$RUN/corpus.log" 2>&1; log "corpus done"; }
 [ -f "$RUN/s1/final/config.json" ] || { log "s1 start"; $J train-stage1 --recipe small --data "$CODEC_CORPUS" --output-dir "$RUN/s1" \
     --max-steps "$S1_STEPS" warmup_steps=30 log_every=10 save_every=100 $BASE_CODEC > "$RUN/s1.log" 2>&1; log "s1 done"; }
 [ -f "$RUN/s2/final/config.json" ] || { log "s2 start"; $S2_LAUNCH train-stage2 --recipe small --stage1 "$RUN/s1/final" \
@@ -88,11 +89,11 @@ if [ "$ENV_STEPS" -gt 0 ]; then
 fi
 # Decoder-only stage NAME (freeze_codes: encoder and projection as loaded, so the codes do not change; no
 # discriminators) on the codec so far; STEPS=0 skips it. Sets CODEC_FINAL to its result.
-decoder_only_stage() {  # NAME STEPS SAVE_EVERY EXTRA
-  local name=$1 steps=$2 save=$3 extra=$4
+decoder_only_stage() {  # NAME STEPS SAVE_EVERY EXTRA [DATA [LAUNCH]]
+  local name=$1 steps=$2 save=$3 extra=$4 data=${5:-$CODEC_CORPUS} launch=${6:-$S2_LAUNCH}
   [ "$steps" -gt 0 ] || return 0
-  [ -f "$RUN/$name/final/config.json" ] || { log "$name start"; $S2_LAUNCH train-stage2 --recipe small \
-      --stage1 "$CODEC_FINAL" --data "$CODEC_CORPUS" --output-dir "$RUN/$name" --max-steps "$steps" \
+  [ -f "$RUN/$name/final/config.json" ] || { log "$name start"; $launch train-stage2 --recipe small \
+      --stage1 "$CODEC_FINAL" --data "$data" --output-dir "$RUN/$name" --max-steps "$steps" \
       disc_start_step=100000 log_every=10 save_every="$save" sample_every=0 $extra > "$RUN/$name.log" 2>&1
       log "$name done"; }
   CODEC_FINAL="$RUN/$name/final"
@@ -107,6 +108,19 @@ decoder_only_stage s2e "$S2E_STEPS" 200 "$S2E_EXTRA"
 S2I_STEPS=${S2I_STEPS:-5000}
 S2I_EXTRA=${S2I_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 envelope_weight=2.0 freeze_codes=true calibrate_envelope_batches=0 l1_weight=0.0 codec.decoder_config.head=istft"}
 decoder_only_stage s2i "$S2I_STEPS" 500 "$S2I_EXTRA"
+# Stage envx: the envelope warm-up continued on CORPUS (16 derived speakers per voice), so the codes carry more of the
+# envelope on unseen voices (the codes change; ENVX_STEPS=0 skips it and 2x). Stage 2x: the decoder-only stage on the new
+# codes, on CORPUS, one process (the shipped run shared the machine with the LM's training).
+ENVX_STEPS=${ENVX_STEPS:-6000}
+S2X_STEPS=${S2X_STEPS:-2700}
+S2X_EXTRA=${S2X_EXTRA:-"lr=5.0e-4 mel_weight=1.0 warmup_steps=50 envelope_weight=2.0 freeze_codes=true calibrate_envelope_batches=0 l1_weight=0.0 codec.decoder_config.head=istft"}
+S2X_LAUNCH=${S2X_LAUNCH:-"env OMP_NUM_THREADS=1 $J"}
+if [ "$ENVX_STEPS" -gt 0 ]; then
+  [ -f "$RUN/envx/final/config.json" ] || { log "envx start"; $J train-envelope --codec "$CODEC_FINAL" --data "$CORPUS" \
+      --output-dir "$RUN/envx" --steps "$ENVX_STEPS" --lr 1.0e-3 --threads 2 > "$RUN/envx.log" 2>&1; log "envx done"; }
+  CODEC_FINAL="$RUN/envx/final"
+  decoder_only_stage s2x "$S2X_STEPS" 300 "$S2X_EXTRA" "$CORPUS" "$S2X_LAUNCH"
+fi
 if [ ! -f "$RUN/tokenizer/tokenizer_config.json" ]; then
   log "tokenizer start"
   $PY - "$CODEC_FINAL" "$CORPUS/train/metadata.csv" "$RUN/tokenizer" "$TEXT_VOCAB" <<'PYEOF'
