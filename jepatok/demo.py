@@ -121,7 +121,10 @@ def run_codec_eval(codec_dir: Path, eval_dir: Path, out: Path, max_clips: int, h
 
 
 def _held_out_means(metrics: dict) -> dict[str, dict[str, float]]:
-    """Per-system means over the clips of held-out voices (eval-codec's `voice_groups`), with the clip count."""
+    """Per-system means over the clips of held-out voices (eval-codec's `voice_groups`), with the clip count;
+    empty when the corpus held no voice out (a machine with a single voice installed)."""
+    if "voice_groups" not in metrics:
+        return {}
     group = metrics["voice_groups"]["held_out"]
     return {name: {**vals, "clips": group["clips"]} for name, vals in group.items() if name != "clips"}
 
