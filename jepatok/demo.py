@@ -93,9 +93,9 @@ def build_eval_set(
 
 
 def _voice_of(row: dict) -> str:
-    if row.get("voice"):
-        return row["voice"]
-    return row.get("speaker", "").rsplit("-", 1)[0]
+    from .eval.evaluate_codec import voice_of
+
+    return row.get("voice") or voice_of(row.get("speaker", ""))
 
 
 def run_codec_eval(codec_dir: Path, eval_dir: Path, out: Path, max_clips: int, held_out: list[str]) -> dict:

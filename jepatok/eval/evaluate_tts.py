@@ -95,20 +95,6 @@ def load_lm_and_tokenizer(lm: str, tokenizer: str | None, device: str):
     return AutoTokenizer.from_pretrained(tokenizer or lm), model
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_wav_atomic(path: Path, audio: np.ndarray, sampling_rate: int) -> None:
-    from ..data.audio import write_wav
-
-    tmp = path.with_name(path.stem + ".tmp.wav")
-    write_wav(tmp, audio, sampling_rate)
-    os.replace(tmp, path)
-
-
 def evaluate_tts(
     tokenizer,
     lm,
@@ -138,6 +124,8 @@ def evaluate_tts(
     import torch
     from tqdm.auto import tqdm
 
+    from ..data.audio import write_wav
+    from ..lm.args import atomic_write_text
     from ..lm.generation import SpeechGenerationPipeline
     from .asr import SpeechRecognizer, error_rates
 
@@ -162,7 +150,7 @@ def evaluate_tts(
             seed=seed + i,
         )
         audio, sr = np.asarray(gen["audio"], dtype=np.float32), int(gen["sampling_rate"])
-        _write_wav_atomic(out / "tts" / f"{i:03d}.wav", audio, sr)
+        write_wav(out / "tts" / f"{i:03d}.wav", audio, sr)
         r = SentenceResult(
             index=i,
             text=clip.text,
@@ -178,7 +166,7 @@ def evaluate_tts(
         r.recording_wer = error_rates([clip.text], [r.recording_transcript]).wer
         if resynthesis:
             wave, rsr = tokenizer.decode_audio(tokenizer.encode_audio(clip.audio, clip.sampling_rate))
-            _write_wav_atomic(out / "resynth" / f"{i:03d}.wav", np.asarray(wave, dtype=np.float32), rsr)
+            write_wav(out / "resynth" / f"{i:03d}.wav", wave, rsr)
             r.resynthesis_transcript = asr.transcribe(wave, rsr)
             r.resynthesis_wer = error_rates([clip.text], [r.resynthesis_transcript]).wer
         results.append(r)
@@ -208,13 +196,13 @@ def evaluate_tts(
         ),
         "per_sentence": [asdict(r) for r in results],
     }
-    _write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
     buf = io.StringIO()
     fields = [f for f in asdict(results[0]) if f != "source"]
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(asdict(r) for r in results)
-    _write_atomic(out / "sentences.csv", buf.getvalue())
+    atomic_write_text(out / "sentences.csv", buf.getvalue())
     return metrics
 
 
