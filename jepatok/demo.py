@@ -54,17 +54,40 @@ def _step(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
+def eval_voices(recorded) -> tuple[list[str] | None, list[str] | None]:
+    """(voices, held-out voices) for the evaluation corpus from a checkpoint's `TrainingVoices` (None: the
+    corpus builder's defaults). Voices not installed here are named on stderr and left out."""
+    if recorded is None:
+        return None, None
+    from .data.voices import voice_available
+
+    missing = [v for v in recorded.all if not voice_available(v)]
+    if missing:
+        print(f"jepatok demo: voices of the checkpoint not installed here, left out: {', '.join(missing)}",
+              file=sys.stderr)  # fmt: skip
+    training = [v for v in recorded.training if v not in missing]
+    if not training:
+        raise RuntimeError(
+            f"none of the checkpoint's training voices {list(recorded.training)} is installed here"
+        )
+    return training + [v for v in recorded.held_out if v not in missing], [
+        v for v in recorded.held_out if v not in missing
+    ]
+
+
 def build_eval_set(
-    out: Path, hours: float, seed: int, jobs: int | None
+    out: Path, hours: float, seed: int, jobs: int | None, voices=None
 ) -> tuple[Path, list[dict], list[str]]:
     """Build the corpus and gather its validation + test clips (held-out sentences) into one folder.
 
+    `voices`: the checkpoint's `TrainingVoices` (`read_training_voices`); None uses the builder's defaults.
     Returns (folder with metadata.csv, metadata rows, held-out voices).
     """
     from .data.corpus import build_corpus
 
     corpus = out / "eval_corpus"
-    build_corpus(corpus, hours, seed=seed, jobs=jobs)
+    names, held = eval_voices(voices)
+    build_corpus(corpus, hours, voices=names, held_out_voices=held, seed=seed, jobs=jobs)
     held_out = [v for v in (corpus / "held_out_voices.txt").read_text().split() if v]
     eval_dir = out / "eval_set"
     eval_dir.mkdir(parents=True, exist_ok=True)
@@ -327,11 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.hours <= 0 or args.max_clips <= 0:
         parser.error(f"--hours and --max-clips must be positive, got {args.hours} and {args.max_clips}")
 
-    from .pretrained import PretrainedNotFoundError, check_pretrained, load_pretrained
+    from .pretrained import PretrainedNotFoundError, check_pretrained, load_pretrained, read_training_voices
 
     try:
         paths = check_pretrained(args.checkpoint, args.pretrained_root)
-    except PretrainedNotFoundError as err:
+        recorded_voices = read_training_voices(args.checkpoint, args.pretrained_root)
+    except (PretrainedNotFoundError, ValueError) as err:
         print(f"jepatok demo: {err}", file=sys.stderr)
         return 2
     import torch
@@ -341,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     _step("1/4 building the held-out evaluation set (jepatok build-corpus)")
-    eval_dir, rows, held_out = build_eval_set(out, args.hours, args.seed, args.jobs)
+    eval_dir, rows, held_out = build_eval_set(out, args.hours, args.seed, args.jobs, recorded_voices)
     print(f"{len(rows)} clips with held-out sentences; voices held out of training: {', '.join(held_out)}")
     _step(f"2/4 codec round trip + eval-codec vs {DEMO_BASELINES}")
     metrics = run_codec_eval(paths.codec_dir, eval_dir, out, args.max_clips, held_out)

@@ -138,3 +138,28 @@ def test_chunked_decode_with_frame_blocks_matches_whole():
     scale = whole.abs().max()
     assert (chunked - whole).abs().max() < 1e-4 * scale
     assert (without_blocks - whole).abs().max() > 1e-2 * scale
+
+
+def test_chunked_decode_of_padded_batch_keeps_padding_out_of_frame_blocks():
+    """A padded batch decoded in windows equals the same batch decoded whole with its frame mask (the frame
+    blocks read each window's slice of the mask); without the mask the padding leaks into the short clip."""
+    torch.manual_seed(0)
+    config = JepaCodecConfig.from_preset("tiny", decoder_config={"frame_layers": 2})
+    framed = JepaCodecModel(config).eval()
+    with torch.no_grad():
+        for block in framed.decoder.frame_blocks:
+            block.out.weight.mul_(30.0)
+        long_codes = framed.encode(_speechlike(1.5, 8000, 7).view(1, 1, -1)).audio_codes  # [1, T, G]
+        short_codes = framed.encode(_speechlike(0.7, 8000, 8).view(1, 1, -1)).audio_codes
+        t_long, t_short = long_codes.shape[1], short_codes.shape[1]
+        batch = torch.cat([long_codes, long_codes]).clone()
+        batch[1, :t_short] = short_codes[0]  # clip 1: the short clip, then padding (codes of the long clip)
+        mask = torch.arange(t_long).unsqueeze(0) < torch.tensor([[t_long], [t_short]])
+        whole = framed.decode(batch, frame_mask=mask).audio_values
+        chunked = framed.decode(batch, frame_mask=mask, chunk_length_s=0.1).audio_values
+        unmasked = framed.decode(batch, chunk_length_s=0.1).audio_values * mask.repeat_interleave(
+            config.hop_length, dim=1
+        ).unsqueeze(1)
+    scale = whole.abs().max()
+    assert (chunked - whole).abs().max() < 1e-4 * scale
+    assert (unmasked - whole).abs().max() > 1e-2 * scale

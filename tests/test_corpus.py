@@ -158,6 +158,34 @@ def test_each_voice_speaks(name):
         assert np.array_equal(again, audio)
 
 
+def _median_f0(audio: np.ndarray, sr: int) -> float:
+    """Median autocorrelation F0 (60-400 Hz) over the voiced 40 ms frames."""
+    n, found = int(0.04 * sr), []
+    lo, hi = int(sr / 400), int(sr / 60)
+    for i in range(0, len(audio) - n, n):
+        x = audio[i : i + n] - audio[i : i + n].mean()
+        if np.sqrt((x**2).mean()) < 0.02:
+            continue
+        c = np.correlate(x, x, "full")[n - 1 :]
+        k = lo + int(np.argmax(c[lo:hi]))
+        if c[k] > 0.3 * c[0]:
+            found.append(sr / k)
+    return float(np.median(found))
+
+
+@pytest.mark.parametrize(
+    "name", [n for n, v in VOICES.items() if v.engine == "festival" and v.native_pitch and v.base_f0 > 0]
+)
+def test_festival_pitch_follows_the_pitch_factor(name):
+    """Festival's diphone and MBROLA voices take an absolute F0 target: the speaker's pitch factor moves it."""
+    if not voice_available(name):
+        pytest.skip(f"{name} not installed ({VOICES[name].package}); `make install` installs it")
+    text = "The quick brown fox jumps over the lazy dog."
+    low, high = (_median_f0(*synthesize(name, text, pitch=p)) for p in (0.8, 1.25))
+    assert 1.3 < high / low < 1.9, (low, high)  # 1.25 / 0.8 = 1.56
+    assert 0.6 * VOICES[name].base_f0 < low < VOICES[name].base_f0
+
+
 def test_synthesize_rejects_bad_input():
     with pytest.raises(ValueError, match="unknown voice"):
         synthesize("nobody", "Hello there my friend.")

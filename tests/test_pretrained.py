@@ -149,3 +149,53 @@ def test_demo_held_out_means_with_and_without_held_out_voices():
     alone = {k: v for k, v in metrics.items() if k != "voice_groups"}  # no voice was held out
     assert _held_out_means(alone) == {}
     assert "the 0 clips of voices held out" in summary_table(alone, {}, {})
+
+
+def test_read_training_voices(tmp_path):
+    from jepatok.data.voices import VOICES
+    from jepatok.pretrained import read_training_voices
+
+    shipped = read_training_voices("small")
+    if SHIPPED:  # the shipped checkpoint records its voices, all of them known to the registry
+        assert shipped is not None and shipped.training and shipped.held_out
+        assert set(shipped.all) <= set(VOICES) and not set(shipped.training) & set(shipped.held_out)
+    assert read_training_voices("small", root=tmp_path) is None  # no file: the builder's defaults
+    path = pretrained_paths("small", root=tmp_path).voices_file
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        json.dumps({"training_voices": ["flite-slt", "pico-en-us"], "held_out_voices": ["flite-awb"]})
+    )
+    voices = read_training_voices("small", root=tmp_path)
+    assert voices.training == ("flite-slt", "pico-en-us") and voices.all[-1] == "flite-awb"
+    for bad, match in [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must be a list of voice names"),
+        (
+            json.dumps({"training_voices": "flite-slt", "held_out_voices": []}),
+            "'training_voices' must be a list",
+        ),
+        (json.dumps({"training_voices": [], "held_out_voices": []}), "is empty"),
+        (json.dumps({"training_voices": ["a"], "held_out_voices": ["a"]}), "both training and held-out"),
+    ]:
+        path.write_text(bad)
+        with pytest.raises(ValueError, match=match):
+            read_training_voices("small", root=tmp_path)
+
+
+def test_demo_eval_voices_leave_out_missing_voices(monkeypatch, capsys):
+    import jepatok.data.voices as voices_mod
+    from jepatok.demo import eval_voices
+    from jepatok.pretrained import TrainingVoices
+
+    assert eval_voices(None) == (None, None)
+    installed = {"flite-slt", "pico-en-us", "flite-awb"}
+    monkeypatch.setattr(voices_mod, "voice_available", lambda v: v in installed)
+    recorded = TrainingVoices(
+        training=("flite-slt", "mbrola-us1", "pico-en-us"), held_out=("flite-awb", "espeak-en-us")
+    )
+    names, held = eval_voices(recorded)
+    assert names == ["flite-slt", "pico-en-us", "flite-awb"] and held == ["flite-awb"]
+    err = capsys.readouterr().err
+    assert "mbrola-us1" in err and "espeak-en-us" in err
+    with pytest.raises(RuntimeError, match="none of the checkpoint's training voices"):
+        eval_voices(TrainingVoices(training=("mbrola-us1",), held_out=()))

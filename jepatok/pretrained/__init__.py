@@ -5,6 +5,7 @@ Layout of a shipped checkpoint (`jepatok/pretrained/<name>/`):
     tokenizer/          JepaSpeechTokenizer.save_pretrained (spm.model, tokenizer_config.json, ...)
     tokenizer/codec/    the JepaCodecModel (config.json + model.safetensors)
     lm/                 the speech LM (LlamaForCausalLM: config.json + model.safetensors)
+    training_voices.json  the corpus voices the checkpoint trained on and those held out of training
     README.md           model card: data, steps, wall time, measured metrics
 
 Each folder loads with the plain `from_pretrained` classes (`JepaSpeechTokenizer` / `AutoTokenizer`,
@@ -17,6 +18,7 @@ Each folder loads with the plain `from_pretrained` classes (`JepaSpeechTokenizer
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ class PretrainedPaths:
     codec_dir: Path  # root/tokenizer/codec (JepaCodecModel)
     lm_dir: Path  # root/lm (LlamaForCausalLM)
     model_card: Path  # root/README.md
+    voices_file: Path  # root/training_voices.json (optional)
 
 
 def pretrained_paths(name: str = "small", root: str | os.PathLike | None = None) -> PretrainedPaths:
@@ -62,7 +65,54 @@ def pretrained_paths(name: str = "small", root: str | os.PathLike | None = None)
         codec_dir=ckpt / "tokenizer" / "codec",
         lm_dir=ckpt / "lm",
         model_card=ckpt / "README.md",
+        voices_file=ckpt / "training_voices.json",
     )
+
+
+@dataclass(frozen=True)
+class TrainingVoices:
+    """The corpus voices (`jepatok.data.voices.VOICES` names) a checkpoint trained on and held out."""
+
+    training: tuple[str, ...]
+    held_out: tuple[str, ...]
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return self.training + self.held_out
+
+
+def read_training_voices(name: str = "small", root: str | os.PathLike | None = None) -> TrainingVoices | None:
+    """The voices recorded with a shipped checkpoint (`training_voices.json`), or None when it records none.
+
+    Installing more corpus voices changes what `build-corpus` picks by default (its voices and the seed's
+    held-out choice); evaluation sets built from these lists stay the same and keep the held-out voices unseen.
+
+    Args:
+        name: checkpoint name.
+        root: folder holding the checkpoints (default: the package's).
+    """
+    path = pretrained_paths(name, root).voices_file
+    if not path.is_file():
+        return None
+    expected = 'an object {"training_voices": [names], "held_out_voices": [names]}'
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); expected {expected}") from err
+    lists = {}
+    for key in ("training_voices", "held_out_voices"):
+        value = data.get(key) if isinstance(data, dict) else None
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(
+                f"{path}: {key!r} must be a list of voice names; expected {expected}, got {data!r}"
+            )
+        lists[key] = tuple(value)
+    if not lists["training_voices"]:
+        raise ValueError(f"{path}: 'training_voices' is empty; a checkpoint trains on at least one voice")
+    both = set(lists["training_voices"]) & set(lists["held_out_voices"])
+    if both:
+        raise ValueError(f"{path}: voices {sorted(both)} are listed as both training and held-out voices")
+    return TrainingVoices(training=lists["training_voices"], held_out=lists["held_out_voices"])
 
 
 _REQUIRED = {
@@ -144,9 +194,11 @@ __all__ = [
     "PRETRAINED_ROOT",
     "PretrainedNotFoundError",
     "PretrainedPaths",
+    "TrainingVoices",
     "check_pretrained",
     "is_available",
     "load_pretrained",
     "missing_files",
     "pretrained_paths",
+    "read_training_voices",
 ]

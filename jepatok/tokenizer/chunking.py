@@ -183,6 +183,7 @@ def decode_latents_chunked(
     chunk_length_s: float,
     sampling_rate: int,
     context_frames: int | None = None,
+    frame_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decode quantized latents [B, T, D] window by window -> audio [B, 1, T * hop].
 
@@ -192,6 +193,8 @@ def decode_latents_chunked(
         chunk_length_s (`float`): Core window length in seconds (rounded up to whole frames).
         sampling_rate (`int`): The codec's sampling rate.
         context_frames (`int`, *optional*): Context on each side; default: the decoder's receptive field.
+        frame_mask (`torch.Tensor` [B, T], *optional*): Valid frames; each window's slice goes to the decoder's
+            frame blocks, so a clip's right padding stays out of its valid frames as in whole-sequence decoding.
     """
     if (
         not isinstance(chunk_length_s, (int, float))
@@ -205,6 +208,7 @@ def decode_latents_chunked(
     frames = quantized.shape[1]
     pieces = []
     for c0, c1, w0, w1 in _windows(frames, chunk, context):
-        audio = decoder(quantized[:, w0:w1])  # [B, 1, (w1 - w0) * hop]
+        mask = None if frame_mask is None else frame_mask[:, w0:w1]
+        audio = decoder(quantized[:, w0:w1], frame_mask=mask)  # [B, 1, (w1 - w0) * hop]
         pieces.append(audio[..., (c0 - w0) * hop : (c1 - w0) * hop])
     return torch.cat(pieces, dim=-1)

@@ -278,7 +278,7 @@ class JepaCodecModel(JepaCodecPreTrainedModel):
         Args:
             audio_codes (`torch.Tensor` [B, T, G] or [T, G]): Packed tokens.
             frame_mask (`torch.Tensor` [B, T], *optional*): Valid frames: audio of padded frames is zeroed, and
-                (without `chunk_length_s`) the decoder's frame blocks do not read the padding.
+                the decoder's frame blocks do not read the padding (chunked or not).
             chunk_length_s (`float`, *optional*): Decode in windows of this many seconds with enough overlap
                 to cover the decoder's receptive field (the result equals whole-sequence decoding).
 
@@ -298,7 +298,9 @@ class JepaCodecModel(JepaCodecPreTrainedModel):
         else:
             from .chunking import decode_latents_chunked
 
-            audio = decode_latents_chunked(self.decoder, quantized, chunk_length_s, self.config.sampling_rate)
+            audio = decode_latents_chunked(
+                self.decoder, quantized, chunk_length_s, self.config.sampling_rate, frame_mask=frame_mask
+            )
         if frame_mask is not None:
             hop = self.config.hop_length
             sample_mask = frame_mask.to(audio.device).repeat_interleave(hop, dim=1)  # [B, T * hop]

@@ -10,11 +10,17 @@ cd "$(dirname "$0")/../.."
 J=${J:-.venv/bin/jepatok}
 PY=${PY:-.venv/bin/python}
 RUN=${RUN:-runs/small}
-CORPUS=${CORPUS:-corpus/var16}           # LM corpus (tokenizer text vocabulary, pre-tokenization, LM) and stages envx/2x
+CORPUS=${CORPUS:-corpus/var16}           # stages envx/2x (and the LM's corpus when ENVY_STEPS=0)
 HOURS=${HOURS:-3}
 VARIANTS=${VARIANTS:-16}                 # derived speakers per voice in CORPUS (the codec corpus keeps 4)
 CODEC_CORPUS=${CODEC_CORPUS:-corpus/small2}  # codec (stage 1 / stage 2 / warm-up) corpus
 CODEC_HOURS=${CODEC_HOURS:-2}
+# The twelve voices of the older corpora (CODEC_CORPUS, CORPUS): pinned, so that installing more voices does not
+# change them. CORPUS_ALL (stages envy/2y and the LM) uses every voice installed, with the same two held out.
+BASE_VOICES=${BASE_VOICES:-"piper-joe flite-slt flite-rms flite-awb flite-kal16 festival-slt-hts festival-kal festival-ked pico-en-us pico-en-gb espeak-en-us espeak-en-gb"}
+HELD_OUT=${HELD_OUT:-"espeak-en-us flite-awb"}
+CORPUS_ALL=${CORPUS_ALL:-corpus/v17}
+HOURS_ALL=${HOURS_ALL:-4}
 S1_STEPS=${S1_STEPS:-500}
 S2_STEPS=${S2_STEPS:-3000}
 S2_DISC=${S2_DISC:-2000}                 # discriminators from this step (= S2_STEPS: none)
@@ -48,7 +54,7 @@ S2C_STEPS=${S2C_STEPS:-3000}
 S2C_DISC=${S2C_DISC:-2400}
 S2C_EXTRA=${S2C_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 envelope_weight=2.0 envelope_teacher_forcing=0.5 calibrate_quantizer_batches=0 calibrate_envelope_batches=0"}
 S2_LAUNCH=${S2_LAUNCH:-".venv/bin/accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m jepatok.cli"}
-LM_STEPS=${LM_STEPS:-1000}              # the fifth checkpoint: 2000 on a 4 h corpus with 4 variants
+LM_STEPS=${LM_STEPS:-2000}              # the seventh checkpoint: 1000 on corpus/var16
 TEXT_VOCAB=${TEXT_VOCAB:-1000}
 # Digit-factorized audio embeddings (audio_digit_radix=4; README, speech LM training) on one 2-thread process.
 LM_EXTRA=${LM_EXTRA:-"per_device_batch_size=4 gradient_accumulation_steps=1 warmup_steps=50 eval_steps=250 save_steps=250 max_eval_blocks=32 audio_digit_radix=4"}
@@ -58,8 +64,9 @@ ts() { date -u +%H:%M:%S; }
 log() { echo "$1 $(ts)" | tee -a "$RUN/times.txt"; }
 
 [ -f "$CODEC_CORPUS/summary.json" ] || { log "codec corpus start"; $J build-corpus --out "$CODEC_CORPUS" --hours "$CODEC_HOURS" \
-    --seed 0 > "$RUN/codec_corpus.log" 2>&1; log "codec corpus done"; }
-[ -f "$CORPUS/summary.json" ] || { log "corpus start"; $J build-corpus --out "$CORPUS" --hours "$HOURS" --seed 0 --variants-per-voice "$VARIANTS" > "$RUN/corpus.log" 2>&1; log "corpus done"; }
+    --seed 0 --voices $BASE_VOICES > "$RUN/codec_corpus.log" 2>&1; log "codec corpus done"; }
+[ -f "$CORPUS/summary.json" ] || { log "corpus start"; $J build-corpus --out "$CORPUS" --hours "$HOURS" --seed 0 \
+    --variants-per-voice "$VARIANTS" --voices $BASE_VOICES > "$RUN/corpus.log" 2>&1; log "corpus done"; }
 [ -f "$RUN/s1/final/config.json" ] || { log "s1 start"; $J train-stage1 --recipe small --data "$CODEC_CORPUS" --output-dir "$RUN/s1" \
     --max-steps "$S1_STEPS" warmup_steps=30 log_every=10 save_every=100 $BASE_CODEC > "$RUN/s1.log" 2>&1; log "s1 done"; }
 [ -f "$RUN/s2/final/config.json" ] || { log "s2 start"; $S2_LAUNCH train-stage2 --recipe small --stage1 "$RUN/s1/final" \
@@ -121,9 +128,26 @@ if [ "$ENVX_STEPS" -gt 0 ]; then
   CODEC_FINAL="$RUN/envx/final"
   decoder_only_stage s2x "$S2X_STEPS" 300 "$S2X_EXTRA" "$CORPUS" "$S2X_LAUNCH"
 fi
+# Stage envy: the envelope warm-up continued on CORPUS_ALL (every installed voice, 17 with the contrib/non-free
+# festival voices, 16 derived speakers each; the codes change), then stage 2y, the decoder-only stage on the new codes
+# on CORPUS_ALL (one 1-thread process beside the LM). The eighth checkpoint. ENVY_STEPS=0 skips both, and the LM
+# then trains on CORPUS.
+ENVY_STEPS=${ENVY_STEPS:-8000}
+S2Y_STEPS=${S2Y_STEPS:-2700}
+LM_CORPUS=$CORPUS
+if [ "$ENVY_STEPS" -gt 0 ]; then
+  [ -f "$CORPUS_ALL/summary.json" ] || { log "corpus_all start"; $J build-corpus --out "$CORPUS_ALL" --hours "$HOURS_ALL" \
+      --seed 0 --variants-per-voice "$VARIANTS" --held-out-voices $HELD_OUT > "$RUN/corpus_all.log" 2>&1; log "corpus_all done"; }
+  [ -f "$RUN/envy/final/config.json" ] || { log "envy start"; $J train-envelope --codec "$CODEC_FINAL" --data "$CORPUS_ALL" \
+      --output-dir "$RUN/envy" --steps "$ENVY_STEPS" --lr 1.0e-3 --threads 2 > "$RUN/envy.log" 2>&1; log "envy done"; }
+  CODEC_FINAL="$RUN/envy/final"
+  LM_CORPUS=$CORPUS_ALL
+  S2Y_EXTRA=${S2Y_EXTRA:-"$S2X_EXTRA"}
+  (decoder_only_stage s2y "$S2Y_STEPS" 300 "$S2Y_EXTRA" "$CORPUS_ALL" "$S2X_LAUNCH") &  # beside the LM's stages
+fi
 if [ ! -f "$RUN/tokenizer/tokenizer_config.json" ]; then
   log "tokenizer start"
-  $PY - "$CODEC_FINAL" "$CORPUS/train/metadata.csv" "$RUN/tokenizer" "$TEXT_VOCAB" <<'PYEOF'
+  $PY - "$CODEC_FINAL" "$LM_CORPUS/train/metadata.csv" "$RUN/tokenizer" "$TEXT_VOCAB" <<'PYEOF'
 import csv, sys
 from jepatok import JepaSpeechTokenizer
 codec_dir, meta, out, vocab = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -135,8 +159,15 @@ print(f"tokenizer: {len(texts)} transcripts, vocabulary {len(tok)}, audio offset
 PYEOF
   log "tokenizer done"
 fi
-[ -f "$RUN/pretok/dataset_dict.json" ] || { log "pretokenize start"; $J pretokenize --codec "$RUN/tokenizer" --data "$CORPUS" \
-    --out "$RUN/pretok" --num-proc 2 > "$RUN/pretok.log" 2>&1; log "pretokenize done"; }
+[ -f "$RUN/pretok/dataset_dict.json" ] || { log "pretokenize start"; $J pretokenize --codec "$RUN/tokenizer" --data "$LM_CORPUS" \
+    --out "$RUN/pretok" --num-proc 1 > "$RUN/pretok.log" 2>&1; log "pretokenize done"; }
 [ -f "$RUN/lm/final/config.json" ] || { log "lm start"; $LM_LAUNCH train-lm --recipe small --data "$RUN/pretok" --tokenizer "$RUN/tokenizer" \
     --output-dir "$RUN/lm" --max-steps "$LM_STEPS" $LM_EXTRA > "$RUN/lm.log" 2>&1; log "lm done"; }
+wait  # stage 2y
+if [ "$ENVY_STEPS" -gt 0 ] && [ "$S2Y_STEPS" -gt 0 ] && [ ! -f "$RUN/tokenizer_2y/tokenizer_config.json" ]; then
+  # The tokenizer (and so the LM's ids) with 2y's decoder: same codes_hash, checked by with_codec.
+  $PY -c 'import sys; from jepatok import JepaSpeechTokenizer as T; T.from_pretrained(sys.argv[1]).with_codec(sys.argv[2]).save_pretrained(sys.argv[3])' \
+      "$RUN/tokenizer" "$RUN/s2y/final" "$RUN/tokenizer_2y"
+  log "tokenizer_2y done"
+fi
 log "all done"
