@@ -182,6 +182,28 @@ def test_read_training_voices(tmp_path):
             read_training_voices("small", root=tmp_path)
 
 
+def test_training_voices_of_a_corpus_round_trip(tmp_path):
+    from jepatok.pretrained import corpus_training_voices, read_training_voices, write_training_voices
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    with pytest.raises(FileNotFoundError, match="summary.json"):
+        corpus_training_voices(corpus)
+    hours = {"flite-slt": {"train": 0.3, "test": 0.01}, "flite-awb": {"train": 0.0, "test": 0.02},
+             "pico-en-us": {"train": 0.2}, "espeak-en-gb": {"train": 0.0, "test": 0.01}}  # fmt: skip
+    (corpus / "summary.json").write_text(json.dumps({"hours_per_voice": hours}))
+    (corpus / "held_out_voices.txt").write_text("flite-awb\n")
+    voices = corpus_training_voices(corpus)  # espeak-en-gb: no train audio, not held out -> neither
+    assert voices.training == ("flite-slt", "pico-en-us") and voices.held_out == ("flite-awb",)
+    root = tmp_path / "root"
+    path = write_training_voices(voices, pretrained_paths("small", root=root).root)
+    assert path == pretrained_paths("small", root=root).voices_file
+    assert read_training_voices("small", root=root) == voices
+    (corpus / "summary.json").write_text(json.dumps({"hours": 1}))
+    with pytest.raises(ValueError, match="hours_per_voice"):
+        corpus_training_voices(corpus)
+
+
 def test_demo_eval_voices_leave_out_missing_voices(monkeypatch, capsys):
     import jepatok.data.voices as voices_mod
     from jepatok.demo import eval_voices

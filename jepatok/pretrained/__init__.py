@@ -115,6 +115,45 @@ def read_training_voices(name: str = "small", root: str | os.PathLike | None = N
     return TrainingVoices(training=lists["training_voices"], held_out=lists["held_out_voices"])
 
 
+def corpus_training_voices(corpus: str | os.PathLike) -> TrainingVoices:
+    """The voices a `jepatok build-corpus` folder trains on (those with train audio in `summary.json`) and
+    holds out (`held_out_voices.txt`); the builder sorts voices, so their order does not matter.
+
+    Args:
+        corpus: the corpus folder.
+    """
+    corpus = Path(corpus)
+    summary, held_file = corpus / "summary.json", corpus / "held_out_voices.txt"
+    for path in (summary, held_file):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} does not exist; expected a folder written by `jepatok build-corpus`"
+            )
+    hours = json.loads(summary.read_text(encoding="utf-8")).get("hours_per_voice")
+    if not isinstance(hours, dict):
+        raise ValueError(
+            f"{summary} has no 'hours_per_voice' object; expected `jepatok build-corpus`'s summary"
+        )
+    held = tuple(v for v in held_file.read_text(encoding="utf-8").split() if v)
+    training = tuple(v for v, h in hours.items() if v not in held and float(h.get("train", 0.0)) > 0)
+    return TrainingVoices(training=training, held_out=held)
+
+
+def write_training_voices(voices: TrainingVoices, checkpoint_dir: str | os.PathLike) -> Path:
+    """Write `training_voices.json` into a checkpoint folder (atomically); returns its path.
+
+    Args:
+        voices: e.g. `corpus_training_voices(corpus)` of the corpus the checkpoint trained on.
+        checkpoint_dir: the checkpoint folder (`jepatok/pretrained/<name>` layout).
+    """
+    from ..lm.args import atomic_write_text
+
+    path = Path(checkpoint_dir) / "training_voices.json"
+    data = {"training_voices": list(voices.training), "held_out_voices": list(voices.held_out)}
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    return path
+
+
 _REQUIRED = {
     "tokenizer_dir": ("tokenizer_config.json", "spm.model"),
     "codec_dir": ("config.json", "model.safetensors"),
@@ -196,9 +235,11 @@ __all__ = [
     "PretrainedPaths",
     "TrainingVoices",
     "check_pretrained",
+    "corpus_training_voices",
     "is_available",
     "load_pretrained",
     "missing_files",
     "pretrained_paths",
     "read_training_voices",
+    "write_training_voices",
 ]

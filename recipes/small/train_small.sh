@@ -157,6 +157,9 @@ tok = JepaSpeechTokenizer.from_codec(codec_dir, texts=texts, text_vocab_size=voc
 tok.save_pretrained(out)
 print(f"tokenizer: {len(texts)} transcripts, vocabulary {len(tok)}, audio offset {tok.audio_offset}")
 PYEOF
+  # The voices the checkpoint trains on and holds out (training_voices.json; make demo reads it when shipped).
+  $PY -c 'import sys; from jepatok.pretrained import corpus_training_voices as c, write_training_voices as w; w(c(sys.argv[1]), sys.argv[2])' \
+      "$LM_CORPUS" "$RUN"
   log "tokenizer done"
 fi
 [ -f "$RUN/pretok/dataset_dict.json" ] || { log "pretokenize start"; $J pretokenize --codec "$RUN/tokenizer" --data "$LM_CORPUS" \
