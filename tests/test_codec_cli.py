@@ -107,6 +107,7 @@ def test_codes_file_validation(tmp_path):
     )
     meta_ok = load_codes(future)
     assert meta_ok.items == [{"name": "x"}]
+    assert (future.stat().st_mode & 0o777) == 0o644  # readable like a plain write, not mkstemp's 0600
     save_file(
         {"codes_0": torch.zeros(1, 19, dtype=torch.int32)},
         str(future),

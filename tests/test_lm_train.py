@@ -174,3 +174,19 @@ def test_two_process_accelerate_launch(paths, tmp_path):
 
 
 STATE = lm_train.STATE_FILE
+
+
+def test_atomic_write_text_replaces_readably_and_keeps_the_old_file_on_error(tmp_path, monkeypatch):
+    from jepatok.lm.args import atomic_write_text
+
+    path = tmp_path / "sub" / "card.json"
+    atomic_write_text(path, "old")
+    assert path.read_text() == "old" and (path.stat().st_mode & 0o777) == 0o644  # not mkstemp's 0600
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_text(path, "new")
+    assert path.read_text() == "old" and [p.name for p in path.parent.iterdir()] == ["card.json"]

@@ -208,15 +208,18 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and os.replace."""
+    """Write `text` to `path` through a temporary file in the same folder and os.replace.
+
+    The file gets mode 0644 like a plain write (mkstemp's temporary files are 0600: shipped or shared files
+    would be unreadable to other users)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+            os.fchmod(f.fileno(), 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
         raise

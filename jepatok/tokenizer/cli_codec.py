@@ -57,6 +57,7 @@ def save_codes(path: str | os.PathLike, data: CodesFile) -> None:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would leave the codes unreadable to other users
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
