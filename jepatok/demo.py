@@ -66,13 +66,12 @@ def eval_voices(recorded) -> tuple[list[str] | None, list[str] | None]:
         print(f"jepatok demo: voices of the checkpoint not installed here, left out: {', '.join(missing)}",
               file=sys.stderr)  # fmt: skip
     training = [v for v in recorded.training if v not in missing]
+    held = [v for v in recorded.held_out if v not in missing]
     if not training:
         raise RuntimeError(
             f"none of the checkpoint's training voices {list(recorded.training)} is installed here"
         )
-    return training + [v for v in recorded.held_out if v not in missing], [
-        v for v in recorded.held_out if v not in missing
-    ]
+    return training + held, held
 
 
 def build_eval_set(
