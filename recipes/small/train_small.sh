@@ -144,6 +144,7 @@ if [ "$ENVY_STEPS" -gt 0 ]; then
   LM_CORPUS=$CORPUS_ALL
   S2Y_EXTRA=${S2Y_EXTRA:-"$S2X_EXTRA"}
   (decoder_only_stage s2y "$S2Y_STEPS" 300 "$S2Y_EXTRA" "$CORPUS_ALL" "$S2X_LAUNCH") &  # beside the LM's stages
+  S2Y_PID=$!
 fi
 if [ ! -f "$RUN/tokenizer/tokenizer_config.json" ]; then
   log "tokenizer start"
@@ -166,7 +167,8 @@ fi
     --out "$RUN/pretok" --num-proc 1 > "$RUN/pretok.log" 2>&1; log "pretokenize done"; }
 [ -f "$RUN/lm/final/config.json" ] || { log "lm start"; $LM_LAUNCH train-lm --recipe small --data "$RUN/pretok" --tokenizer "$RUN/tokenizer" \
     --output-dir "$RUN/lm" --max-steps "$LM_STEPS" $LM_EXTRA > "$RUN/lm.log" 2>&1; log "lm done"; }
-wait  # stage 2y
+# Stage 2y: its failure stops the script here with 2y's exit status (a bare `wait` would return 0).
+[ -z "${S2Y_PID:-}" ] || wait "$S2Y_PID"
 if [ "$ENVY_STEPS" -gt 0 ] && [ "$S2Y_STEPS" -gt 0 ] && [ ! -f "$RUN/tokenizer_2y/tokenizer_config.json" ]; then
   # The tokenizer (and so the LM's ids) with 2y's decoder: same codes_hash, checked by with_codec.
   $PY -c 'import sys; from jepatok import JepaSpeechTokenizer as T; T.from_pretrained(sys.argv[1]).with_codec(sys.argv[2]).save_pretrained(sys.argv[3])' \
