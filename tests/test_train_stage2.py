@@ -45,7 +45,7 @@ def test_few_steps_lower_the_loss_on_a_fixed_batch(tiny_codec_config, make_sine,
     audio = torch.stack([make_sine(0.1, 8000, 220.0), make_sine(0.1, 8000, 330.0)]).unsqueeze(1)
     recon = []
     for _ in range(12):
-        fake, envelope = gen(audio, None)
+        fake, envelope, _ = gen(audio, None)
         assert envelope is None  # the tiny decoder has no envelope path
         d_out = disc(torch.cat([audio, fake.detach()]))
         real, gen_out = JepaDiscriminators.split(d_out, 2)

@@ -206,9 +206,25 @@ def decode_latents_chunked(
     chunk = max(1, math.ceil(chunk_length_s * sampling_rate / hop))
     context = decoder.receptive_frames if context_frames is None else int(context_frames)
     frames = quantized.shape[1]
+    pitch = phase = None
+    if decoder.pitch_subframes:
+        # The source's phase runs through the whole clip: every window renders the whole-clip pitch from where
+        # the phase stands at its first sample, so the windows join exactly.
+        from .pitch import source_phase
+
+        f0, voiced = decoder.pitch_values(decoder.predict_pitch(decoder.frame_features(quantized, frame_mask)))
+        pitch = (f0, voiced)
+        phase = source_phase(f0, hop // decoder.pitch_subframes, sampling_rate)
+    sub = decoder.pitch_subframes
     pieces = []
     for c0, c1, w0, w1 in _windows(frames, chunk, context):
         mask = None if frame_mask is None else frame_mask[:, w0:w1]
-        audio = decoder(quantized[:, w0:w1], frame_mask=mask)  # [B, 1, (w1 - w0) * hop]
+        kwargs = {}
+        if pitch is not None:
+            kwargs = dict(
+                pitch_override=(pitch[0][:, w0 * sub : w1 * sub], pitch[1][:, w0 * sub : w1 * sub]),
+                source_phase0=phase[:, w0 * sub],
+            )
+        audio = decoder(quantized[:, w0:w1], frame_mask=mask, **kwargs)  # [B, 1, (w1 - w0) * hop]
         pieces.append(audio[..., (c0 - w0) * hop : (c1 - w0) * hop])
     return torch.cat(pieces, dim=-1)

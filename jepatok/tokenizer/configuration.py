@@ -299,6 +299,14 @@ class JepaDecoderConfig(PretrainedConfig):
         istft_hop (`int`, defaults to 160): Hop of the iSTFT head in samples (must divide the hop).
         istft_channels (`int`, defaults to 256): Width of the iSTFT head's ConvNeXt blocks.
         istft_layers (`int`, defaults to 4): ConvNeXt blocks in the iSTFT head.
+        pitch_subframes (`int`, defaults to 0): When > 0 (iSTFT head only), the decoder's pitch path: a head
+            predicts each frame's F0 and voicing at `pitch_subframes` sub-frames (a small convolutional net on the
+            frame features;
+            stage 2 trains it against the input's autocorrelation pitch with `pitch_weight`), a band-limited
+            harmonic source is synthesised at that F0 (`pitch.harmonic_source`), and the iSTFT head reads the
+            source's log-spectrum and adds it, through a per-bin gain it predicts, to its own spectrum. Its
+            phase then comes from the source, coherent from frame to frame, instead of being predicted per
+            frame. 0 = off (every checkpoint before the ninth).
     """
 
     model_type = "jepa_codec_decoder"
@@ -320,6 +328,7 @@ class JepaDecoderConfig(PretrainedConfig):
         istft_hop: int = 160,
         istft_channels: int = 256,
         istft_layers: int = 4,
+        pitch_subframes: int = 0,
         **kwargs,
     ):
         owner = "decoder"
@@ -370,6 +379,14 @@ class JepaDecoderConfig(PretrainedConfig):
                     f"decoder.head='istft' keeps the first {self.istft_blocks} up-sampling blocks (total stride "
                     f"dividing hop / istft_hop = {self.hop_length // istft_hop}), but the envelope is added after "
                     f"block {block}; use an istft_hop that keeps it"
+                )
+        self.pitch_subframes = _non_negative("pitch_subframes", pitch_subframes, owner)
+        if pitch_subframes:
+            if head != "istft":
+                raise ValueError(f"decoder.pitch_subframes needs head='istft' (its source enters the iSTFT head), got {head!r}")
+            if self.hop_length % pitch_subframes:
+                raise ValueError(
+                    f"decoder.pitch_subframes ({pitch_subframes}) must divide the hop ({self.hop_length} samples)"
                 )
         super().__init__(**kwargs)
 

@@ -67,6 +67,8 @@ class FrameBlock(nn.Module):
 
 
 CONVNEXT_KERNEL = 7  # depthwise kernel of the iSTFT head's ConvNeXt blocks
+PITCH_HIDDEN = 256  # width of the pitch head (Conv1d(D, 256, k3) -> GELU -> Conv1d(256, 2 x pitch_subframes, k1))
+SOURCE_GAIN_INIT = -6.0  # initial log-gain of the harmonic source in the iSTFT head (exp(-6) ~ 0.0025)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -106,12 +108,24 @@ def overlap_add_istft(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Te
     return audio[:, pad : length - pad] / norm[pad : length - pad].clamp_min(1e-11)
 
 
+def stft_same(audio: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
+    """The analysis that matches `overlap_add_istft`: audio [B, F * hop] -> complex spectrum [B, n_fft // 2 + 1, F],
+    frame f windowed around sample f * hop + hop / 2 (zeros beyond the ends)."""
+    pad = (n_fft - hop) // 2
+    frames = F.pad(audio, (pad, pad)).unfold(-1, n_fft, hop) * window  # [B, F, n_fft]
+    return torch.fft.rfft(frames, dim=-1).transpose(1, 2)
+
+
 class ISTFTHead(nn.Module):
     """Features [B, C_in, T'] -> audio [B, 1, T' * upsample * hop]: Conv1d(C_in -> C, k1) [-> Snake ->
     ConvTranspose1d(stride upsample)] -> ConvNeXt blocks -> LayerNorm -> Linear(C -> n_fft + 2) = per-bin
-    log-magnitude and phase -> `overlap_add_istft`. The magnitude is exp(log-magnitude) capped at 100 (Vocos)."""
+    log-magnitude and phase -> `overlap_add_istft`. The magnitude is exp(log-magnitude) capped at 100 (Vocos).
 
-    def __init__(self, in_ch: int, dim: int, layers: int, upsample: int, n_fft: int, hop: int):
+    With `source=True` (the decoder's pitch path) `forward` also takes a source signal: its spectrum (`stft_same`)
+    is read as log-magnitude features added after the up-sampling, and added to the output spectrum through a
+    per-bin gain exp(g) (g predicted per frame, capped like the magnitude), so harmonics keep the source's phase."""
+
+    def __init__(self, in_ch: int, dim: int, layers: int, upsample: int, n_fft: int, hop: int, source: bool = False):
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
         self.in_conv = nn.Conv1d(in_ch, dim, kernel_size=1)
@@ -122,18 +136,42 @@ class ISTFTHead(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, n_fft + 2)
         self.out._init_gain = 0.1
+        if source:
+            bins = n_fft // 2 + 1
+            self.source_in = nn.Conv1d(bins, dim, kernel_size=1)
+            self.source_in._zero_init = True  # added to a trained head: start as a no-op
+            self.source_gain = nn.Linear(dim, bins)
+            self.source_gain._init_gain = 0.1
+            self.source_gain._init_bias = SOURCE_GAIN_INIT
+        else:
+            self.source_in = self.source_gain = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, C_in, T'] (source [B, T' * upsample * hop] with the pitch path) -> audio [B, 1, T' * upsample * hop]."""
+        # The window is made here, not held as a buffer: from_pretrained leaves non-persistent buffers uninitialised.
+        window = torch.hann_window(self.n_fft, periodic=True, device=x.device)
         x = self.in_conv(x)
         if self.upsample is not None:
             x = self.upsample(x)
+        source_spec = None
+        if self.source_in is not None:
+            if source is None:
+                raise ValueError("this iSTFT head has a source path (decoder pitch_subframes > 0) and needs a source")
+            source_spec = stft_same(source.float(), self.n_fft, self.hop, window)  # [B, bins, F]
+            if source_spec.shape[-1] != x.shape[-1]:
+                raise ValueError(
+                    f"source gives {source_spec.shape[-1]} STFT frames, the head has {x.shape[-1]}"
+                )
+            x = x + self.source_in(torch.log(source_spec.abs() + 1e-3).to(x.dtype))
         for block in self.blocks:
             x = block(x)
-        log_mag, phase = self.out(self.norm(x.transpose(1, 2))).float().transpose(1, 2).chunk(2, dim=1)
+        h = self.norm(x.transpose(1, 2))
+        log_mag, phase = self.out(h).float().transpose(1, 2).chunk(2, dim=1)
         mag = torch.exp(log_mag.clamp(max=math.log(100.0)))
         spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
-        # The window is made here, not held as a buffer: from_pretrained leaves non-persistent buffers uninitialised.
-        window = torch.hann_window(self.n_fft, periodic=True, device=spec.device)
+        if source_spec is not None:
+            gain = torch.exp(self.source_gain(h).float().transpose(1, 2).clamp(max=math.log(100.0)))
+            spec = spec + gain * source_spec
         return overlap_add_istft(spec, self.n_fft, self.hop, window).unsqueeze(1)
 
 
@@ -167,6 +205,14 @@ class JepaDecoder(nn.Module):
             DecoderBlock(dec.channels[i], dec.channels[i + 1], s, dec.mrf_kernel_sizes, dec.mrf_dilations)
             for i, s in enumerate(dec.strides[:kept])
         )
+        self.pitch_subframes = dec.pitch_subframes
+        self.sampling_rate = config.sampling_rate
+        if self.pitch_subframes:
+            out = nn.Conv1d(PITCH_HIDDEN, 2 * self.pitch_subframes, kernel_size=1)
+            out._init_gain = 0.1  # starts near PITCH_REF_HZ, voicing 0.5
+            self.pitch_head = nn.Sequential(
+                nn.Conv1d(dim, PITCH_HIDDEN, kernel_size=3, padding=1), nn.GELU(), out
+            )
         if dec.head == "istft":
             self.istft = ISTFTHead(
                 dec.channels[kept],
@@ -175,6 +221,7 @@ class JepaDecoder(nn.Module):
                 dec.istft_upsample,
                 dec.istft_n_fft,
                 dec.istft_hop,
+                source=bool(self.pitch_subframes),
             )
         else:
             self.out_conv = DilatedConv1d(dec.channels[-1], 1, dec.out_kernel_size)
@@ -221,6 +268,34 @@ class JepaDecoder(nn.Module):
             x = block(x, frame_mask)
         return x
 
+    def predict_pitch(self, features: torch.Tensor) -> torch.Tensor:
+        """Frame features [B, D, T] -> the pitch head's output [B, 2, T * pitch_subframes]: ln(f0 / PITCH_REF_HZ)
+        and the voicing logit per sub-frame, in time order."""
+        b, _, t = features.shape
+        out = self.pitch_head(features).view(b, 2, self.pitch_subframes, t)
+        return out.transpose(2, 3).reshape(b, 2, t * self.pitch_subframes)
+
+    @staticmethod
+    def pitch_values(pitch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pitch head's output [B, 2, N] -> (f0 in Hz, clamped to the estimator's range, voicing in [0, 1]),
+        each [B, N], without gradients (the source does not train the head; its own loss does)."""
+        from .pitch import F0_MAX, F0_MIN, PITCH_REF_HZ
+
+        pitch = pitch.detach().float()
+        f0 = (PITCH_REF_HZ * torch.exp(pitch[:, 0])).clamp(F0_MIN, F0_MAX)
+        return f0, torch.sigmoid(pitch[:, 1])
+
+    def source(
+        self,
+        f0: torch.Tensor,
+        voiced: torch.Tensor,
+        phase0: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per-sub-frame f0 (Hz) and voicing [B, N] -> the harmonic source [B, N * hop / pitch_subframes]."""
+        from .pitch import harmonic_source
+
+        return harmonic_source(f0, voiced, self.hop_length // self.pitch_subframes, self.sampling_rate, phase0)
+
     def forward(
         self,
         quantized: torch.Tensor,
@@ -228,6 +303,10 @@ class JepaDecoder(nn.Module):
         envelope_override: torch.Tensor | None = None,
         override_rows: torch.Tensor | None = None,
         frame_mask: torch.Tensor | None = None,
+        return_pitch: bool = False,
+        pitch_override: tuple[torch.Tensor, torch.Tensor] | None = None,
+        pitch_override_rows: torch.Tensor | None = None,
+        source_phase0: torch.Tensor | None = None,
     ):
         """quantized [B, T, D] -> audio [B, 1, T * hop] (and, with `return_envelope`, the predicted log-mel
         envelope [B, T, envelope_bands * envelope_subframes], band-major per frame like
@@ -236,7 +315,14 @@ class JepaDecoder(nn.Module):
         `envelope_override` [B, T, bands * subframes] (stage 2's teacher forcing) is the envelope the waveform
         stack renders instead of the predicted one, for the clips where `override_rows` [B] is True (all clips
         when it is None); the returned envelope is still the prediction. `frame_mask` [B, T]: valid frames, for
-        the frame blocks (`frame_features`); the waveform stack's convolutions still read across padding."""
+        the frame blocks (`frame_features`); the waveform stack's convolutions still read across padding.
+
+        With the pitch path (`pitch_subframes` > 0): `return_pitch` also returns the pitch head's output
+        [B, 2, T * pitch_subframes] (`predict_pitch`; None without the path), after the envelope, so the result
+        is (audio, envelope, pitch). `pitch_override` (f0 Hz, voicing), each [B, T * pitch_subframes], is what
+        the source is made from instead of the prediction, for the clips where `pitch_override_rows` [B] is True
+        (all when None): stage 2's teacher forcing, and chunked decoding's whole-clip pitch. `source_phase0` [B]:
+        the source's phase at the first sample (`pitch.source_phase`; 0 when None)."""
         if quantized.dim() != 3:
             raise ValueError(f"decoder expects quantized latents [B, T, D], got {list(quantized.shape)}")
         x = self.frame_features(quantized, frame_mask)
@@ -258,6 +344,26 @@ class JepaDecoder(nn.Module):
                 if override_rows is None
                 else torch.where(override_rows.view(-1, 1, 1), forced, envelope)
             )
+        pitch = source = None
+        if self.pitch_subframes:
+            pitch = self.predict_pitch(x)
+            f0, voiced = self.pitch_values(pitch)
+            if pitch_override is not None:
+                if pitch_override[0].shape != f0.shape or pitch_override[1].shape != f0.shape:
+                    raise ValueError(
+                        f"pitch_override must be (f0, voicing), each [B, T * pitch_subframes] = {list(f0.shape)}, "
+                        f"got {[list(t.shape) for t in pitch_override]}"
+                    )
+                rows = (
+                    torch.ones(f0.shape[0], dtype=torch.bool, device=f0.device)
+                    if pitch_override_rows is None
+                    else pitch_override_rows.to(f0.device).bool()
+                ).view(-1, 1)
+                f0 = torch.where(rows, pitch_override[0].to(f0), f0)
+                voiced = torch.where(rows, pitch_override[1].to(voiced), voiced)
+            source = self.source(f0, voiced, source_phase0)
+        elif pitch_override is not None or source_phase0 is not None:
+            raise ValueError("pitch_override / source_phase0 need a decoder with a pitch path (pitch_subframes > 0)")
         x = self.in_proj(x)
         for i, block in enumerate(self.blocks):
             x = block(x)
@@ -269,9 +375,12 @@ class JepaDecoder(nn.Module):
                 )
                 x = x + self.envelope_in(placed)
         if self.head == "istft":
-            audio = self.istft(x).clamp(-1.0, 1.0)
+            audio = self.istft(x, source).clamp(-1.0, 1.0)
         else:
             audio = torch.tanh(self.out_conv(x))
+        envelope = None if envelope is None else envelope.transpose(1, 2)
+        if return_pitch:
+            return audio, envelope, pitch
         if return_envelope:
-            return audio, None if envelope is None else envelope.transpose(1, 2)
+            return audio, envelope
         return audio

@@ -74,6 +74,7 @@ _LATER_FIELDS = {
     ("decoder_config", "istft_hop"): 160,
     ("decoder_config", "istft_channels"): 256,
     ("decoder_config", "istft_layers"): 4,
+    ("decoder_config", "pitch_subframes"): 0,
 }
 
 
@@ -168,7 +169,7 @@ class JepaCodecPreTrainedModel(PreTrainedAudioTokenizerBase):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Conv / linear weights per `config.init_scheme` (authors: trunc_normal(0.02); fan_in: 1/sqrt(fan_in)),
-        zero biases; gate and Snake defaults."""
+        zero biases (or a layer's `_init_bias`); gate and Snake defaults."""
         if getattr(module, "_identity_init", False):  # the pre-quantization projection starts as the identity
             init.copy_(module.weight, torch.eye(module.weight.shape[0], dtype=module.weight.dtype))
             init.zeros_(module.bias)
@@ -178,7 +179,7 @@ class JepaCodecPreTrainedModel(PreTrainedAudioTokenizerBase):
         elif isinstance(module, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)):
             init.trunc_normal_(module.weight, std=init_weight_std(module, self.config.init_scheme))
             if module.bias is not None:
-                init.zeros_(module.bias)
+                init.constant_(module.bias, getattr(module, "_init_bias", 0.0))
         elif isinstance(module, (nn.LayerNorm, MaskedGroupNorm)):
             init.ones_(module.weight)
             init.zeros_(module.bias)

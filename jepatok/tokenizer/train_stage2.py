@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.audio import write_wav
@@ -90,6 +91,16 @@ class Stage2Args(TrainArgs):
         "input's true log-mel envelope instead of the predicted one (teaches the decoder to render envelopes; "
         "the head still trains on its L1; 0 = off)",
     )
+    pitch_weight: float = _f(
+        1.0,
+        "decoders with pitch_subframes > 0: weight of the pitch head's loss (L1 of ln F0 on the input's voiced "
+        "sub-frames + voicing BCE on all valid ones, against `pitch.estimate_pitch`)",
+    )
+    pitch_teacher_forcing: float = _f(
+        0.0,
+        "decoders with pitch_subframes > 0: probability, per clip and step, that the harmonic source follows the "
+        "input's estimated F0 and voicing instead of the pitch head's (0 = off)",
+    )
     sample_every: int = _f(500, "write audio samples + spectrogram PNG every N steps (0 = never)")
     num_samples: int = _f(2, "clips written per sample dump")
 
@@ -103,6 +114,10 @@ class Stage2Args(TrainArgs):
             raise ValueError(
                 f"envelope_teacher_forcing is a probability in [0, 1], got {self.envelope_teacher_forcing}"
             )
+        if not 0.0 <= self.pitch_teacher_forcing <= 1.0:
+            raise ValueError(f"pitch_teacher_forcing is a probability in [0, 1], got {self.pitch_teacher_forcing}")
+        if self.pitch_weight < 0:
+            raise ValueError(f"pitch_weight must be >= 0, got {self.pitch_weight}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -140,6 +155,7 @@ _ADDABLE = {
     "decoder_config.istft_hop",
     "decoder_config.istft_channels",
     "decoder_config.istft_layers",
+    "decoder_config.pitch_subframes",
 }
 
 
@@ -209,21 +225,27 @@ class Stage2Generator(nn.Module):
         padding_mask: torch.Tensor | None,
         envelope_override: torch.Tensor | None = None,
         override_rows: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        pitch_override: tuple[torch.Tensor, torch.Tensor] | None = None,
+        pitch_rows: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """[B, 1, L] (L a multiple of the hop) -> (reconstruction [B, 1, L], the decoder's predicted log-mel
-        envelope [B, T, bands * subframes] or None). `envelope_override` / `override_rows`: teacher forcing
+        envelope [B, T, bands * subframes] or None, its pitch head's output [B, 2, T * pitch_subframes] or None).
+        `envelope_override` / `override_rows`, `pitch_override` / `pitch_rows`: teacher forcing
         (`JepaDecoder.forward`)."""
         with torch.set_grad_enabled(self.finetune_encoder and torch.is_grad_enabled()):
             enc = self.codec.encoder(input_values, padding_mask)  # latents [B, T, D]
         quantized = self.codec.quantize(enc.latents).quantized
-        audio, envelope = self.codec.decoder(
+        audio, envelope, pitch = self.codec.decoder(
             quantized,
             return_envelope=True,
             envelope_override=envelope_override,
             override_rows=override_rows,
             frame_mask=enc.frame_mask,
+            return_pitch=True,
+            pitch_override=pitch_override,
+            pitch_override_rows=pitch_rows,
         )
-        return audio[..., : input_values.shape[-1]], envelope
+        return audio[..., : input_values.shape[-1]], envelope, pitch
 
 
 class Stage2Trainer(CodecTrainer):
@@ -376,16 +398,21 @@ class Stage2Trainer(CodecTrainer):
         wants_target = self.codec.decoder.envelope_block is not None and (
             a.envelope_weight > 0 or a.envelope_teacher_forcing > 0
         )
-        fakes, envelopes, targets = [], [], []
+        has_pitch = bool(self.codec.decoder.pitch_subframes)
+        fakes, envelopes, targets, pitches, pitch_targets = [], [], [], [], []
         for i, b in enumerate(batches):
             # the input's log-mel envelope, computed once per micro-batch for teacher forcing and the L1
             target = self.envelope_target(b) if wants_target else None
             targets.append(target)
             forcing = self.teacher_forcing(b, step, i, target)
+            pitch_target = self.pitch_target(b) if has_pitch else None
+            pitch_targets.append(pitch_target)
+            pitch_forcing = self.pitch_forcing(b, step, i, pitch_target)
             with acc.no_sync(self.gen) if manual_reduce else nullcontext(), acc.autocast():
-                fake, envelope = self.gen(b.input_values, b.padding_mask, *forcing)
+                fake, envelope, pitch = self.gen(b.input_values, b.padding_mask, *forcing, *pitch_forcing)
             fakes.append(fake)
             envelopes.append(envelope)
+            pitches.append(pitch)
         metrics: dict[str, float] = {}
         if disc_on:  # 1) discriminator step on detached reconstructions
             self.d_opt.zero_grad(set_to_none=True)
@@ -406,7 +433,9 @@ class Stage2Trainer(CodecTrainer):
             metrics["disc_lr"] = self.d_sched.get_last_lr()[0]
         # 2) generator step
         sums: dict[str, float] = {}
-        for b, fake, envelope, target in zip(batches, fakes, envelopes, targets):
+        for b, fake, envelope, target, pitch, pitch_target in zip(
+            batches, fakes, envelopes, targets, pitches, pitch_targets
+        ):
             with acc.autocast():
                 kwargs = {}
                 if use_gan:
@@ -433,11 +462,20 @@ class Stage2Trainer(CodecTrainer):
                 env_loss = self.envelope_loss(envelope, b, target)
                 total = total + a.envelope_weight * env_loss
                 sums["gen_envelope"] = sums.get("gen_envelope", 0.0) + float(env_loss.detach()) / n
+            if pitch is not None and a.pitch_weight > 0:
+                f0_loss, voicing_loss = self.pitch_loss(pitch, pitch_target)
+                total = total + a.pitch_weight * (f0_loss + voicing_loss)
+                sums["gen_pitch_f0"] = sums.get("gen_pitch_f0", 0.0) + float(f0_loss.detach()) / n
+                sums["gen_pitch_voicing"] = sums.get("gen_pitch_voicing", 0.0) + float(voicing_loss.detach()) / n
             acc.backward(total / n)
             for k, v in losses.as_dict("gen_").items():
                 sums[k] = sums.get(k, 0.0) + v / n
         metrics.update(sums)
-        metrics["loss"] = metrics.pop("gen_loss") + a.envelope_weight * metrics.get("gen_envelope", 0.0)
+        metrics["loss"] = (
+            metrics.pop("gen_loss")
+            + a.envelope_weight * metrics.get("gen_envelope", 0.0)
+            + a.pitch_weight * (metrics.get("gen_pitch_f0", 0.0) + metrics.get("gen_pitch_voicing", 0.0))
+        )
         params = [p for p in _unwrap_mod(self.gen).parameters() if p.requires_grad]
         if manual_reduce:
             average_gradients(params, acc.num_processes)
@@ -463,6 +501,45 @@ class Stage2Trainer(CodecTrainer):
         rows = torch.rand(batch.input_values.shape[0], generator=gen) < p
         target = self.envelope_target(batch) if target is None else target
         return target[0], rows.to(batch.input_values.device)
+
+    def pitch_forcing(self, batch: AudioBatch, step: int, micro: int, target: tuple | None) -> tuple:
+        """((true f0, voicing) each [B, N], clips to force [B] bool) for `pitch_teacher_forcing`, or (None, None).
+        Drawn from its own seeded stream (resume stays exact; the envelope's draws do not move)."""
+        p = self.args.pitch_teacher_forcing
+        if p <= 0 or target is None:
+            return None, None
+        gen = torch.Generator().manual_seed(
+            _seed(self.args.seed + 7919, step, self.accelerator.process_index, micro)
+        )
+        rows = torch.rand(batch.input_values.shape[0], generator=gen) < p
+        f0, voiced, _ = target
+        return (f0, voiced.to(f0.dtype)), rows.to(batch.input_values.device)
+
+    @torch.no_grad()
+    def pitch_target(self, batch: AudioBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The input's F0 (Hz), voicing (bool) and the valid-sub-frame mask, each [B, T * pitch_subframes]
+        (`pitch.estimate_pitch` at the decoder's sub-frame hop; sub-frames past the real samples are invalid)."""
+        from .encoder import valid_lengths
+        from .pitch import estimate_pitch
+
+        x, hop = batch.input_values, self.config.hop_length
+        sub_hop = hop // self.codec.decoder.pitch_subframes
+        f0, voiced, _ = estimate_pitch(x.reshape(x.shape[0], -1), self.config.sampling_rate, sub_hop)
+        lengths = valid_lengths(batch.padding_mask, x.shape[0], x.shape[-1], x.device)
+        valid = torch.arange(f0.shape[1], device=x.device).unsqueeze(0) * sub_hop < lengths.view(-1, 1)
+        return f0, voiced & valid, valid
+
+    def pitch_loss(self, pitch: torch.Tensor, target: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L1 of ln F0 over the voiced valid sub-frames, voicing BCE over the valid ones) of the pitch head's
+        output [B, 2, N] against `pitch_target`."""
+        from .pitch import PITCH_REF_HZ
+
+        f0, voiced, valid = target
+        pitch = pitch.float()
+        log_err = (pitch[:, 0] - torch.log(f0 / PITCH_REF_HZ)).abs()
+        f0_loss = (log_err * voiced).sum() / voiced.sum().clamp_min(1)
+        bce = F.binary_cross_entropy_with_logits(pitch[:, 1], voiced.float(), reduction="none")
+        return f0_loss, (bce * valid).sum() / valid.sum().clamp_min(1)
 
     @torch.no_grad()
     def envelope_target(self, batch: AudioBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,200 @@
+"""The decoder's pitch path (`decoder_config.pitch_subframes`): the autocorrelation pitch estimator, the
+harmonic source, the decoder's pitch head and source input, chunked decoding, loading onto a trained codec
+without changing its codes, and stage 2's pitch loss and teacher forcing."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from _train_utils import FAST, make_audio_folder, one_thread  # noqa: F401
+
+from jepatok import JepaCodecConfig, JepaCodecModel, codec_identity
+from jepatok.tokenizer.chunking import decode_latents_chunked
+from jepatok.tokenizer.pitch import (
+    PITCH_REF_HZ,
+    estimate_pitch,
+    harmonic_source,
+    pitch_agreement,
+    source_phase,
+)
+from jepatok.tokenizer.train_common import load_args
+from jepatok.tokenizer.train_stage2 import Stage2Args, Stage2Trainer, load_stage1
+
+SR = 16000
+ISTFT = {"head": "istft", "istft_hop": 2, "istft_n_fft": 8, "istft_channels": 16, "istft_layers": 2}
+PITCH = {**ISTFT, "pitch_subframes": 4}  # tiny preset: hop 16 -> 4-sample pitch sub-frames
+
+
+def _tone(f0: float, seconds: float = 1.0, sr: int = SR) -> torch.Tensor:
+    t = torch.arange(int(seconds * sr), dtype=torch.float64) / sr
+    return sum((0.5 / k) * torch.sin(2 * math.pi * k * f0 * t) for k in range(1, int(0.45 * sr / f0))).float()
+
+
+@pytest.mark.parametrize("f0", [55.0, 98.0, 150.0, 233.0, 440.0])
+def test_estimate_pitch_finds_the_period_not_a_multiple(f0):
+    est, voiced, strength = estimate_pitch(_tone(f0), SR, 320)
+    inner = est[3:-3]
+    assert bool(voiced[3:-3].all()) and float(strength[3:-3].min()) > 0.9
+    assert float((inner / f0 - 1).abs().max()) < 0.01  # within 1 %, no octave errors
+
+
+def test_estimate_pitch_tracks_a_glide_and_leaves_noise_and_silence_unvoiced():
+    t = torch.arange(SR, dtype=torch.float64) / SR
+    phase = 2 * math.pi * torch.cumsum(100 + 200 * t, 0) / SR  # 100 -> 300 Hz in one second
+    glide = (torch.sin(phase) + 0.3 * torch.sin(2 * phase)).float()
+    est, voiced, _ = estimate_pitch(glide, SR, 320)
+    centres = 100 + 200 * (torch.arange(est.shape[0]) + 0.5) * 0.02
+    assert float((est[2:-2] / centres[2:-2] - 1).abs().max()) < 0.03
+    torch.manual_seed(0)
+    noisy = torch.cat([0.1 * torch.randn(SR // 2), torch.zeros(SR // 2)])
+    f0, voiced, _ = estimate_pitch(noisy.unsqueeze(0), SR, 320)  # batched [1, L] -> [1, T]
+    assert f0.shape == (1, 50) and not bool(voiced.any())
+
+
+def test_estimate_pitch_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"\[L\] or \[B, L\]"):
+        estimate_pitch(torch.zeros(1, 1, 640), SR, 320)
+    with pytest.raises(ValueError, match="shorter than one pitch frame"):
+        estimate_pitch(torch.zeros(100), SR, 320)
+    with pytest.raises(ValueError, match="f0_min < f0_max"):
+        estimate_pitch(torch.zeros(640), SR, 320, f0_min=300.0, f0_max=200.0)
+
+
+def test_pitch_agreement_scores_a_transposed_copy():
+    ref, up = _tone(150.0), _tone(150.0 * 2 ** (1 / 12))  # one semitone up
+    same = pitch_agreement(ref, ref, SR, 320)
+    assert same["rmse_cents"] < 1.0 and same["gross_error"] == 0.0 and same["voicing_error"] == 0.0
+    moved = pitch_agreement(ref, up, SR, 320)
+    assert 90 < moved["median_cents"] < 110 and moved["gross_error"] == 0.0
+    assert pitch_agreement(ref, torch.zeros_like(ref), SR, 320)["voicing_error"] > 0.9
+
+
+def test_harmonic_source_is_continuous_band_limited_and_gated_by_voicing():
+    f0 = torch.tensor([[120.0] * 25 + [180.0] * 25])
+    voiced = torch.ones_like(f0)
+    whole = harmonic_source(f0, voiced, 320, SR)
+    assert whole.shape == (1, 50 * 320)
+    assert abs(float(whole.std()) - math.sqrt(0.5)) < 0.05  # unit power per harmonic group
+    est, _, _ = estimate_pitch(whole[0], SR, 320)
+    assert abs(float(est[5:20].mean()) - 120) < 1 and abs(float(est[30:45].mean()) - 180) < 1.5
+    spectrum = torch.fft.rfft(whole[0, : 25 * 320]).abs()
+    assert float(spectrum[int(0.97 * len(spectrum)) :].max()) < 1e-3 * float(spectrum.max())  # nothing near Nyquist
+    # a part rendered from the whole clip's phase at its start equals that part of the whole
+    start = source_phase(f0, 320, SR)[:, 17]
+    part = harmonic_source(f0[:, 17:], voiced[:, 17:], 320, SR, phase0=start)
+    torch.testing.assert_close(part, whole[:, 17 * 320 :], atol=1e-5, rtol=0)
+    silent = harmonic_source(f0, torch.zeros_like(f0), 320, SR)
+    assert float(silent.abs().max()) == 0.0
+    with pytest.raises(ValueError, match=r"\[B, N\]"):
+        harmonic_source(f0[0], voiced[0], 320, SR)
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"pitch_subframes": 4}, "needs head='istft'"),
+        ({**ISTFT, "pitch_subframes": 3}, "must divide the hop"),
+        ({**ISTFT, "pitch_subframes": -1}, "pitch_subframes"),
+    ],
+)
+def test_bad_pitch_configs_are_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        JepaCodecConfig.from_preset("tiny", decoder_config=bad)
+
+
+def test_pitch_path_added_to_a_trained_codec_keeps_its_codes_and_starts_near_it(tmp_path):
+    torch.manual_seed(0)
+    old = JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=ISTFT)).eval()
+    old.save_pretrained(tmp_path / "old")
+    new = load_stage1(tmp_path / "old", JepaCodecConfig.from_preset("tiny", decoder_config=PITCH)).eval()
+    assert codec_identity(new)["codes_hash"] == codec_identity(old)["codes_hash"]
+    assert codec_identity(new)["config_hash"] != codec_identity(old)["config_hash"]
+    audio = 0.3 * torch.randn(1, 1, 16 * 40)
+    with torch.no_grad():
+        before, after = old(audio).audio_values, new(audio).audio_values
+    # the source's features enter at zero and its gain starts at exp(-6): a small perturbation of the old output
+    # (the source's peaks are sqrt(harmonics) ~ 5 here), and with the gain shut the old output exactly
+    assert 0 < float((after - before).abs().max()) < 0.02
+    with torch.no_grad():
+        new.decoder.istft.source_gain.bias.fill_(-30.0)
+        torch.testing.assert_close(new(audio).audio_values, before)
+        new.decoder.istft.source_gain.bias.fill_(-6.0)
+    # the pitch head starts near the reference F0 with voicing 1/2
+    with torch.no_grad():
+        q = new.dequantize(new.encode(audio).audio_codes)
+        _, _, pitch = new.decoder(q, return_pitch=True)
+    assert pitch.shape == (1, 2, 40 * 4)
+    f0, voiced = new.decoder.pitch_values(pitch)
+    assert float((f0 / PITCH_REF_HZ).log().abs().max()) < 0.5 and float((voiced - 0.5).abs().max()) < 0.2
+    # save / from_pretrained round trip keeps the audio
+    new.save_pretrained(tmp_path / "new")
+    loaded = JepaCodecModel.from_pretrained(tmp_path / "new").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(audio).audio_values, after)
+
+
+def test_pitch_override_drives_the_source_and_decoders_without_the_path_refuse_it():
+    torch.manual_seed(0)
+    model = JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=PITCH)).eval()
+    with torch.no_grad():
+        model.decoder.istft.source_gain.bias.fill_(0.0)  # let the source through at unit gain
+        q = torch.rand(2, 30, model.config.fsq_config.dim) * 2 - 1
+        n = 30 * 4
+        low = (torch.full((2, n), 100.0), torch.ones(2, n))
+        high = (torch.full((2, n), 300.0), torch.ones(2, n))
+        a = model.decoder(q, pitch_override=low)
+        b = model.decoder(q, pitch_override=high)
+        mixed = model.decoder(q, pitch_override=high, pitch_override_rows=torch.tensor([False, True]))
+    assert float((a - b).abs().max()) > 1e-3
+    torch.testing.assert_close(mixed[1], b[1])
+    torch.testing.assert_close(mixed[0], model.decoder(q)[0])
+    with pytest.raises(ValueError, match="pitch_override must be"):
+        model.decoder(q, pitch_override=(low[0][:, :-1], low[1][:, :-1]))
+    plain = JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=ISTFT)).eval()
+    with pytest.raises(ValueError, match="need a decoder with a pitch path"):
+        plain.decoder(q, pitch_override=low)
+
+
+def test_chunked_decoding_with_the_pitch_path_matches_whole():
+    torch.manual_seed(0)
+    model = JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=PITCH)).eval()
+    with torch.no_grad():
+        model.decoder.istft.source_gain.bias.fill_(0.0)
+        for block in model.decoder.istft.blocks:
+            block.pw2.weight.mul_(30.0)
+        model.decoder.pitch_head[-1].weight.mul_(20.0)  # a pitch contour that moves from frame to frame
+        q = torch.rand(1, 60, model.config.fsq_config.dim) * 2 - 1
+        whole = model.decode_latents(q)
+        chunked = decode_latents_chunked(model.decoder, q, 0.05, 8000)  # 25-frame chunks
+    f0, _ = model.decoder.pitch_values(model.decoder.predict_pitch(model.decoder.frame_features(q)))
+    assert float(f0.std()) > 10.0
+    assert (chunked - whole).abs().max() < 1e-4 * whole.abs().max()
+
+
+def test_stage2_trains_the_pitch_path_on_frozen_codes(tmp_path):
+    data = make_audio_folder(tmp_path / "wavs")
+    torch.manual_seed(0)
+    stage1 = tmp_path / "s1"
+    JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=ISTFT)).save_pretrained(stage1)
+    keys = FAST + ["sample_every=0", "max_steps=6", "save_every=10", "disc_start_step=100", "l1_weight=0.0"]
+    keys += ["freeze_codes=true", "lr=3e-3", "pitch_teacher_forcing=0.5"]
+    keys += [f"codec.decoder_config.{k}={v}" for k, v in PITCH.items()]
+    args = load_args(Stage2Args, "tiny", "stage2", keys)
+    final = Stage2Trainer(args, str(data), tmp_path / "run", str(stage1)).run()
+    trained = JepaCodecModel.from_pretrained(final)
+    assert trained.config.decoder_config.pitch_subframes == 4
+    assert (
+        codec_identity(trained)["codes_hash"]
+        == codec_identity(JepaCodecModel.from_pretrained(stage1))["codes_hash"]
+    )
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(logged) == 6 and all(math.isfinite(r["loss"]) for r in logged)
+    assert all(r["gen_pitch_f0"] >= 0 and r["gen_pitch_voicing"] > 0 for r in logged)
+    # the pitch loss is part of the logged total
+    r = logged[-1]
+    assert r["loss"] > r["gen_pitch_f0"] + r["gen_pitch_voicing"]
+    with pytest.raises(ValueError, match="pitch_teacher_forcing"):
+        load_args(Stage2Args, "tiny", "stage2", FAST + ["pitch_teacher_forcing=1.5"])
