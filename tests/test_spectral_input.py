@@ -176,3 +176,44 @@ def test_warmup_whitens_the_quantizer_input(tmp_path):
     torch.testing.assert_close(top.sqrt(), torch.full((5,), 0.8), atol=0.05, rtol=0)
     with pytest.raises(ValueError, match="no pre-quantization projection"):
         whiten_quantizer(_codec(decoder_config=ENV), cache)
+
+
+def test_train_envelope_adds_a_pitch_path_and_trains_the_codes_to_carry_pitch(tmp_path):
+    from jepatok.tokenizer.envelope_warmup import pitch_scores
+
+    data = make_audio_folder(tmp_path / "wavs", n=4, seconds=0.3)
+    istft = {"head": "istft", "istft_hop": 2, "istft_n_fft": 8, "istft_channels": 16, "istft_layers": 2}
+    torch.manual_seed(0)
+    codec = JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config={**ENV, **istft}))
+    codec.save_pretrained(tmp_path / "codec")
+    args = argparse.Namespace(
+        codec=str(tmp_path / "codec"),
+        preset=None,
+        data=str(data),
+        output_dir=str(tmp_path / "run"),
+        steps=30,
+        lr=3e-3,
+        batch_size=2,
+        max_seconds=10.0,
+        seed=0,
+        threads=None,
+        pitch_subframes=4,
+        pitch_weight=1.0,
+    )
+    assert run(args) == 0
+    out = JepaCodecModel.from_pretrained(str(tmp_path / "run" / "final"))
+    assert out.config.decoder_config.pitch_subframes == 4
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    before, after = summary["valid_pitch_before"], summary["valid_pitch_after"]
+    assert after["median_cents"] < before["median_cents"]  # the sine clips' F0 is learned
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["pitch_f0_l1"] < rows[0]["pitch_f0_l1"] or len(rows) == 1
+    assert all(r["pitch_voicing_bce"] > 0 for r in rows)
+    # the cache carries the targets at the decoder's pitch sub-frames
+    cache = build_cache(out, str(data), "train", 10.0, progress=False)
+    assert cache[0]["f0"].shape == (cache[0]["target"].shape[0], 4) and cache[0]["voiced"].dtype == torch.bool
+    assert pitch_scores(out, cache)["voicing_error"] <= 1.0
+    assert pitch_scores(JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=ENV)), cache) is None
+    args.output_dir, args.pitch_subframes = str(tmp_path / "run2"), 0
+    with pytest.raises(ValueError, match="positive number of sub-frames"):
+        run(args)

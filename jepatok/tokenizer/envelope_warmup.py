@@ -16,10 +16,12 @@ projection).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -35,10 +37,13 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def frame_inputs(encoder: JepaEncoder, audio: torch.Tensor, bands: int, subframes: int) -> dict:
+def frame_inputs(
+    encoder: JepaEncoder, audio: torch.Tensor, bands: int, subframes: int, pitch_subframes: int = 0
+) -> dict:
     """One clip [L] -> the cached inputs of the frame-rate path: the front-end output before the bottleneck
-    [C, T], the spectral-input patches [T, P] (None without a spectral input) and the target envelope
-    [T, bands * subframes]."""
+    [C, T], the spectral-input patches [T, P] (None without a spectral input), the target envelope
+    [T, bands * subframes] and, with `pitch_subframes` > 0 (a decoder pitch path), the input's F0 and
+    voicing [T, pitch_subframes] each (`pitch.estimate_pitch`; else None)."""
     x, _ = encoder.pad_input(audio.view(1, 1, -1), None)
     frames = x.shape[-1] // encoder.hop_length
     h = encoder.stem(x)
@@ -47,7 +52,13 @@ def frame_inputs(encoder: JepaEncoder, audio: torch.Tensor, bands: int, subframe
     spectral = encoder.spectral_patches(x, 0, frames)
     spectral = None if spectral is None else spectral[0]
     target = spectral_patches(x, encoder.hop_length, encoder.sampling_rate, bands, subframes)[0]
-    return {"front": h[0], "spectral": spectral, "target": target}
+    f0 = voiced = None
+    if pitch_subframes:
+        from .pitch import estimate_pitch
+
+        f0, voiced, _ = estimate_pitch(x.view(-1), encoder.sampling_rate, encoder.hop_length // pitch_subframes)
+        f0, voiced = f0.view(frames, pitch_subframes), voiced.view(frames, pitch_subframes)
+    return {"front": h[0], "spectral": spectral, "target": target, "f0": f0, "voiced": voiced}
 
 
 def _pad(items: list[torch.Tensor | None], frames: int, time_dim: int) -> torch.Tensor | None:
@@ -69,6 +80,8 @@ def collate(cache: list[dict], indices: list[int]) -> dict:
         "front": _pad([c["front"] for c in clips], frames, 1),
         "spectral": _pad([c["spectral"] for c in clips], frames, 0),
         "target": _pad([c["target"] for c in clips], frames, 0),
+        "f0": _pad([c.get("f0") for c in clips], frames, 0),
+        "voiced": _pad([c.get("voiced") for c in clips], frames, 0),
         "mask": torch.arange(frames).unsqueeze(0) < lengths.unsqueeze(1),
     }
 
@@ -84,17 +97,39 @@ def frame_latents(codec, batch: dict) -> torch.Tensor:
     return enc.conformer_stack(z, None if bool(mask.all()) else mask)[0]
 
 
-def envelope_forward(codec, batch: dict) -> torch.Tensor:
-    """The frame-rate path on a cached batch -> predicted envelope [B, T, bands * subframes]."""
+def envelope_forward(codec, batch: dict, return_pitch: bool = False):
+    """The frame-rate path on a cached batch -> predicted envelope [B, T, bands * subframes] (and, with
+    `return_pitch`, the pitch head's output [B, 2, T * pitch_subframes], None without a pitch path)."""
     quantized = codec.quantize(frame_latents(codec, batch)).quantized
     features = codec.decoder.frame_features(quantized, batch["mask"])
-    return codec.decoder.envelope_head(features).transpose(1, 2)
+    envelope = codec.decoder.envelope_head(features).transpose(1, 2)
+    if not return_pitch:
+        return envelope
+    pitch = codec.decoder.predict_pitch(features) if codec.decoder.pitch_subframes else None
+    return envelope, pitch
+
+
+def pitch_losses(pitch: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L1 of ln F0 over voiced valid sub-frames, voicing BCE over valid sub-frames) of the pitch head's output
+    [B, 2, T * S] against the cached targets (stage 2's `pitch_loss` on the cached batch layout)."""
+    from .pitch import PITCH_REF_HZ
+
+    b, t, s = batch["f0"].shape
+    valid = batch["mask"].unsqueeze(-1).expand(b, t, s).reshape(b, t * s).float()
+    voiced = batch["voiced"].reshape(b, t * s).float() * valid
+    f0 = batch["f0"].reshape(b, t * s).clamp_min(1.0)
+    err = (pitch[:, 0] - torch.log(f0 / PITCH_REF_HZ)).abs()
+    bce = nn.functional.binary_cross_entropy_with_logits(pitch[:, 1], voiced, reduction="none")
+    return (err * voiced).sum() / voiced.sum().clamp_min(1), (bce * valid).sum() / valid.sum().clamp_min(1)
 
 
 def trained_modules(codec) -> list[nn.Module]:
-    """The modules the warm-up trains (everything between the frozen front-end and the envelope head)."""
+    """The modules the warm-up trains (everything between the frozen front-end and the envelope head, and the
+    pitch head when the decoder has one)."""
     mods = [codec.encoder.bottleneck, codec.encoder.conformers, codec.decoder.frame_blocks]
     mods += [codec.decoder.envelope_head]
+    if codec.decoder.pitch_subframes:
+        mods.append(codec.decoder.pitch_head)
     mods += [m for m in (codec.encoder.spectral_input, codec.pre_quant) if m is not None]
     return mods
 
@@ -139,6 +174,32 @@ def envelope_r2(codec, cache: list[dict], batch_size: int = 16) -> tuple[float, 
     return l1, 1.0 - err / max(tot, 1e-12)
 
 
+@torch.no_grad()
+def pitch_scores(codec, cache: list[dict], batch_size: int = 16) -> dict | None:
+    """The pitch head against the cached targets (valid sub-frames): median |error| in cents and the gross
+    error rate (> 20 % off) on the voiced ones, and the voicing error rate; None without a pitch path."""
+    if not codec.decoder.pitch_subframes:
+        return None
+    codec.eval()
+    cents, wrong, total = [], 0, 0
+    for s in range(0, len(cache), batch_size):
+        b = collate(cache, list(range(s, min(len(cache), s + batch_size))))
+        _, pitch = envelope_forward(codec, b, return_pitch=True)
+        n, t, k = b["f0"].shape
+        valid = b["mask"].unsqueeze(-1).expand(n, t, k).reshape(n, t * k)
+        voiced = b["voiced"].reshape(n, t * k) & valid
+        f0, p_voiced = codec.decoder.pitch_values(pitch)
+        cents.append(1200 * torch.log2(f0 / b["f0"].reshape(n, t * k).clamp_min(1.0))[voiced])
+        wrong += int(((p_voiced > 0.5) != voiced)[valid].sum())
+        total += int(valid.sum())
+    c = torch.cat(cents).abs()
+    return {
+        "median_cents": float(c.median()) if c.numel() else float("nan"),
+        "gross_error": float((c > 1200 * math.log2(1.2)).float().mean()) if c.numel() else float("nan"),
+        "voicing_error": wrong / max(total, 1),
+    }
+
+
 def build_cache(codec, source: str, split: str, max_seconds: float, progress: bool) -> list[dict]:
     """Read every clip of a split at the codec rate (at most `max_seconds` each) and cache its inputs."""
     from tqdm.auto import tqdm
@@ -150,7 +211,7 @@ def build_cache(codec, source: str, split: str, max_seconds: float, progress: bo
     dec = codec.config.decoder_config
     codec.eval()
     return [
-        frame_inputs(codec.encoder, data[(0, i)], dec.envelope_bands, dec.envelope_subframes)
+        frame_inputs(codec.encoder, data[(0, i)], dec.envelope_bands, dec.envelope_subframes, dec.pitch_subframes)
         for i in tqdm(range(len(data)), desc=f"front-end cache ({split})", disable=not progress)
     ]
 
@@ -166,9 +227,11 @@ def warmup(
     log_every: int = 50,
     metrics_path: Path | None = None,
     progress: bool = True,
+    pitch_weight: float = 1.0,
 ) -> list[dict]:
     """Train `trained_modules(codec)` for `steps` AdamW steps (linear warm-up, cosine to 0.1 x lr) on the
-    masked L1 between predicted and true envelopes; returns the logged metrics."""
+    masked L1 between predicted and true envelopes, plus `pitch_weight` x `pitch_losses` when the decoder has a
+    pitch path (the codes then learn to carry the F0 contour too); returns the logged metrics."""
     from tqdm.auto import tqdm
 
     if steps <= 0:
@@ -188,22 +251,32 @@ def warmup(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     gen = torch.Generator().manual_seed(seed)
     codec.train()
-    history, running = [], 0.0
+    history, running, running_pitch = [], 0.0, [0.0, 0.0]
+    has_pitch = bool(codec.decoder.pitch_subframes)
     bar = tqdm(range(steps), desc="envelope warm-up", disable=not progress)
     for step in bar:
         idx = torch.randint(len(train), (batch_size,), generator=gen).tolist()
         batch = collate(train, idx)
-        loss = masked_frame_l1(envelope_forward(codec, batch), batch["target"], batch["mask"])
+        envelope, pitch = envelope_forward(codec, batch, return_pitch=True)
+        env_loss = masked_frame_l1(envelope, batch["target"], batch["mask"])
+        loss = env_loss
+        if has_pitch:
+            f0_loss, voicing_loss = pitch_losses(pitch, batch)
+            loss = loss + pitch_weight * (f0_loss + voicing_loss)
+            running_pitch[0] += float(f0_loss.detach())
+            running_pitch[1] += float(voicing_loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        running += float(loss.detach())
+        running += float(env_loss.detach())
         if (step + 1) % log_every == 0 or step + 1 == steps:
             k = (step % log_every) + 1
             row = {"step": step + 1, "envelope_l1": running / k, "lr": sched.get_last_lr()[0]}
-            running = 0.0
+            if has_pitch:
+                row.update(pitch_f0_l1=running_pitch[0] / k, pitch_voicing_bce=running_pitch[1] / k)
+            running, running_pitch = 0.0, [0.0, 0.0]
             history.append(row)
             bar.set_postfix(l1=f"{row['envelope_l1']:.4f}")
             if metrics_path is not None:
@@ -239,6 +312,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="with --preset: set fsq_config.input_rms (each frame's FSQ input rescaled to this RMS, e.g. 0.8)",
+    )
+    parser.add_argument(
+        "--pitch-subframes",
+        type=int,
+        default=None,
+        help="add the decoder's pitch path (decoder_config.pitch_subframes, e.g. 20; iSTFT head only) and train "
+        "the codes to carry each frame's F0 contour and voicing beside the envelope",
+    )
+    parser.add_argument(
+        "--pitch-weight", type=float, default=1.0, help="weight of the pitch loss (default 1.0)"
     )
     parser.add_argument(
         "--whiten",
@@ -284,6 +367,17 @@ def run(args: argparse.Namespace) -> int:
         codec = load_stage1(args.codec, JepaCodecConfig.from_preset(args.preset, **extra))
     else:
         codec = JepaCodecModel.from_pretrained(args.codec)
+    pitch_subframes = getattr(args, "pitch_subframes", None)
+    if pitch_subframes is not None:
+        if pitch_subframes <= 0:
+            raise ValueError(f"--pitch-subframes must be a positive number of sub-frames, got {pitch_subframes}")
+        config = copy.deepcopy(codec.config)
+        config.decoder_config = type(config.decoder_config)(
+            **{**config.decoder_config.to_dict(), "pitch_subframes": pitch_subframes}
+        )
+        with tempfile.TemporaryDirectory() as staged:
+            codec.save_pretrained(staged)
+            codec = load_stage1(staged, config)  # the pitch path added as stage 2 adds modules
     if codec.decoder.envelope_block is None:
         raise ValueError(
             "the codec's decoder has no envelope path (decoder_config.envelope_bands = 0): nothing to warm up"
@@ -301,6 +395,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pre-quantization projection whitened on {frames} train frames")
     before = envelope_r2(codec, valid)
     print(f"validation envelope before: L1 {before[0]:.4f}, R^2 {before[1]:.3f}")
+    pitch_before = pitch_scores(codec, valid)
     warmup(
         codec,
         train,
@@ -309,15 +404,24 @@ def run(args: argparse.Namespace) -> int:
         args.batch_size,
         seed=args.seed,
         metrics_path=out / "metrics.jsonl",
+        pitch_weight=getattr(args, "pitch_weight", 1.0),
     )
     after = envelope_r2(codec, valid)
     print(f"validation envelope after {args.steps} steps: L1 {after[0]:.4f}, R^2 {after[1]:.3f}")
+    pitch_after = pitch_scores(codec, valid)
+    if pitch_after is not None:
+        print(
+            "validation pitch after: median error {median_cents:.0f} cents, gross errors {gross_error:.3f}, "
+            "voicing errors {voicing_error:.3f}".format(**pitch_after)
+        )
     partial = out / ".final.partial"
     shutil.rmtree(partial, ignore_errors=True)
     codec.save_pretrained(partial)
     summary = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "train_clips": len(train)}
     summary.update(valid_l1_before=before[0], valid_r2_before=before[1])
     summary.update(valid_l1_after=after[0], valid_r2_after=after[1])
+    if pitch_after is not None:
+        summary.update(valid_pitch_before=pitch_before, valid_pitch_after=pitch_after)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     partial.rename(out / "final")
     print(f"wrote {out / 'final'}")
