@@ -18,8 +18,10 @@ from jepatok.eval.metrics import (
     mel_cepstral_distortion,
     mel_distance,
     pesq_score,
+    pitch_errors,
     si_sdr,
     stoi_score,
+    voicing_error,
 )
 from jepatok.eval.tokens import slot_statistics
 
@@ -89,6 +91,23 @@ def test_mel_distance_and_mcd(speech, noisy):
     assert 0 < d1 < mel_distance(speech, heavy, SR)
     assert 0 < m1 < mel_cepstral_distortion(speech, heavy, SR)
     assert 1 < m1 < 30  # dB, a plausible range
+
+
+def test_pitch_errors_of_speech_a_transposed_copy_and_noise(speech):
+    gpe, vde = pitch_errors(speech, speech, SR)
+    assert gpe == 0.0 and vde == 0.0
+    # speech resampled to 2/3 of its length plays a fifth higher: every voiced frame is more than 20 % off
+    fifth = np.interp(np.arange(0, speech.size, 1.5), np.arange(speech.size), speech).astype(np.float32)
+    n = fifth.size
+    gpe, _ = pitch_errors(speech[:n], fifth, SR)
+    assert gpe > 0.6
+    rng = np.random.default_rng(0)
+    noise = 0.1 * rng.standard_normal(speech.size).astype(np.float32)
+    assert voicing_error(speech, noise, SR) > 0.3
+    with pytest.raises(MetricUnavailable, match="no frame is voiced in both"):
+        pitch_errors(speech, noise, SR)
+    with pytest.raises(MetricUnavailable, match="too short"):
+        pitch_errors(speech[:100], speech[:100], SR)
 
 
 def test_align_recovers_a_constant_delay(speech):

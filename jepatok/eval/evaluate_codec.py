@@ -6,7 +6,7 @@ metrics.json (other tools read it; keys are only ever added):
      "reference": {"wer", "cer", "distillmos", "dnsmos"},   # the original audio through the same ASR / MOS models
      "clips": [per-clip rows], "skipped": {system: {metric: reason}},
      "tokens": per-slot usage/entropy, "codec_info": {...}, "settings": {...}}
-MEANS keys: stoi, pesq_wb, pesq_nb, si_sdr, mel_distance, mcd, wer, cer, speaker_sim, visqol, distillmos,
+MEANS keys: stoi, pesq_wb, pesq_nb, si_sdr, mel_distance, mcd, f0_gpe, vde, wer, cer, speaker_sim, visqol, distillmos,
 dnsmos, bitrate, tokens_per_second, frame_rate, encode_rtf, decode_rtf (+ codebook_usage,
 codebook_entropy for the codec). A metric that did not run for a system is absent from its MEANS and
 listed with its reason under skipped[system]. WER/CER are corpus-level (edits over all reference words);

@@ -1,8 +1,8 @@
 """Full-reference signal metrics for codec evaluation: PESQ (WB/NB), STOI, SI-SDR, multi-resolution mel
-distance and mel-cepstral distortion.
+distance, mel-cepstral distortion, and the F0 gross pitch error and voicing decision error.
 
 All functions take 1-D float arrays (reference first, then the estimate) at a given sampling rate and
-return a Python float. A metric whose package is missing, or that cannot score a clip (PESQ finds no
+return a Python float (`pitch_errors` a pair). A metric whose package is missing, or that cannot score a clip (PESQ finds no
 utterance in silence), raises `MetricUnavailable` with the reason; callers record the reason and never
 substitute a number.
 """
@@ -205,6 +205,41 @@ def mel_distance(
         spec = _mel(sampling_rate, n_fft, mels)(x).clamp_min(1e-5).log10()  # [2, mels, frames]
         total += float((spec[0] - spec[1]).abs().mean())
     return total / len(fft_sizes)
+
+
+def _pitch_tracks(reference, estimate, sampling_rate: int, hop_s: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """F0 [2, T] and voicing [2, T] of (reference, estimate), cut to their common length."""
+    from ..tokenizer.pitch import estimate_pitch
+
+    ref, est = _pair(reference, estimate)
+    hop = max(1, int(round(hop_s * sampling_rate)))
+    if ref.size < 2 * hop:
+        raise MetricUnavailable(f"clip of {ref.size} samples is too short to pitch ({2 * hop} needed)")
+    f0, voiced, _ = estimate_pitch(torch.from_numpy(np.stack([ref, est]).astype(np.float32)), sampling_rate, hop)
+    return f0, voiced
+
+
+def pitch_errors(reference, estimate, sampling_rate: int, hop_s: float = 0.01) -> tuple[float, float]:
+    """(F0 gross pitch error, voicing decision error) of an estimate against its reference.
+
+    Both are pitched with `tokenizer.pitch.estimate_pitch` (normalised autocorrelation, 50-500 Hz) every
+    `hop_s`. The gross pitch error is the fraction of the frames voiced in both whose F0 differs by more than
+    20 %; the voicing decision error is the fraction of all frames voiced in one signal and not the other.
+    Both in [0, 1], lower is better. Raises `MetricUnavailable` when no frame is voiced in both (the GPE is
+    then undefined; `voicing_error` alone is still defined)."""
+    f0, voiced = _pitch_tracks(reference, estimate, sampling_rate, hop_s)
+    vde = float((voiced[0] != voiced[1]).float().mean())
+    both = voiced[0] & voiced[1]
+    if not bool(both.any()):
+        raise MetricUnavailable("no frame is voiced in both the reference and the estimate")
+    ratio = f0[1][both] / f0[0][both]
+    return float(((ratio > 1.2) | (ratio < 1 / 1.2)).float().mean()), vde
+
+
+def voicing_error(reference, estimate, sampling_rate: int, hop_s: float = 0.01) -> float:
+    """The voicing decision error of `pitch_errors` alone (defined even when nothing is voiced in both)."""
+    _, voiced = _pitch_tracks(reference, estimate, sampling_rate, hop_s)
+    return float((voiced[0] != voiced[1]).float().mean())
 
 
 def mel_cepstral_distortion(

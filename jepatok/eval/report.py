@@ -29,6 +29,8 @@ COLUMNS: dict[str, tuple[str, bool, str]] = {
     "si_sdr": ("SI-SDR dB", True, "{:.1f}"),
     "mel_distance": ("mel dist", False, "{:.3f}"),
     "mcd": ("MCD dB", False, "{:.2f}"),
+    "f0_gpe": ("F0 GPE", False, "{:.1%}"),
+    "vde": ("VDE", False, "{:.1%}"),
     "wer": ("WER", False, "{:.1%}"),
     "cer": ("CER", False, "{:.1%}"),
     "speaker_sim": ("speaker sim", True, "{:.3f}"),

@@ -20,12 +20,14 @@ from .metrics import (
     mel_cepstral_distortion,
     mel_distance,
     pesq_score,
+    pitch_errors,
     si_sdr,
     stoi_score,
+    voicing_error,
 )
 
 #: Keys of a MEANS block in metrics.json (rate keys are filled by the caller).
-SIGNAL_KEYS = ("stoi", "pesq_wb", "pesq_nb", "si_sdr", "mel_distance", "mcd")
+SIGNAL_KEYS = ("stoi", "pesq_wb", "pesq_nb", "si_sdr", "mel_distance", "mcd", "f0_gpe", "vde")
 MODEL_KEYS = ("speaker_sim", "visqol", "distillmos", "dnsmos")
 ASR_KEYS = ("wer", "cer")
 RATE_KEYS = ("bitrate", "tokens_per_second", "frame_rate", "encode_rtf", "decode_rtf")
@@ -40,6 +42,8 @@ _SIGNAL_FUNCS: dict[str, Callable[[np.ndarray, np.ndarray, int], float]] = {
     "si_sdr": lambda r, e, sr: si_sdr(r, e),
     "mel_distance": lambda r, e, sr: mel_distance(r, e, sr),
     "mcd": lambda r, e, sr: mel_cepstral_distortion(r, e, sr),
+    "f0_gpe": lambda r, e, sr: pitch_errors(r, e, sr)[0],
+    "vde": lambda r, e, sr: voicing_error(r, e, sr),
 }
 
 
