@@ -252,7 +252,7 @@ def score_samples(samples: list[DemoSample], out: Path) -> dict[str, float]:
 def summary_table(metrics: dict, held_out_means: dict, tts: dict) -> str:
     """Plain-text table: ours vs the baselines (all eval clips, and held-out voices only), TTS WER."""
     systems = {"jepatok small": metrics["codec"], **metrics["baselines"]}
-    head = f"{'system':<15}{'tokens/s':>9}{'bit/s':>8}{'STOI':>7}{'PESQ-WB':>9}{'WER':>7}"
+    head = f"{'system':<15}{'tokens/s':>9}{'bit/s':>8}{'STOI':>7}{'PESQ-WB':>9}{'WER':>7}{'F0 GPE':>8}"
     head += f"{'STOI*':>8}{'PESQ*':>7}{'WER*':>7}"
     lines = [head, "-" * len(head)]
     for name, m in systems.items():
@@ -268,6 +268,7 @@ def summary_table(metrics: dict, held_out_means: dict, tts: dict) -> str:
             + f(m, "stoi", 7)
             + f(m, "pesq_wb", 9, 2)
             + f(m, "wer", 7)
+            + f(m, "f0_gpe", 8)
             + f(h, "stoi", 8)
             + f(h, "pesq_wb", 7, 2)
             + f(h, "wer", 7)
@@ -277,6 +278,7 @@ def summary_table(metrics: dict, held_out_means: dict, tts: dict) -> str:
         lines.append(f"original recordings: WER {ref['wer']:.3f}")
     n_ho = next(iter(held_out_means.values()), {}).get("clips", 0)
     lines.append(f"* = the {n_ho} clips of voices held out of training; all clips: held-out sentences")
+    lines.append("F0 GPE: share of the frames voiced in both whose pitch is more than 20 % off the original's")
     if tts:
         lines.append(
             f"TTS (3 held-out sentences): WER {tts['tts_wer']:.3f} vs ground-truth recordings {tts['ground_truth_wer']:.3f}"

@@ -140,12 +140,14 @@ def test_make_demo(tmp_path):
 def test_demo_held_out_means_with_and_without_held_out_voices():
     from jepatok.demo import _held_out_means, summary_table
 
-    codec = {"tokens_per_second": 47.5, "bitrate": 640.0, "stoi": 0.7, "pesq_wb": 1.1, "wer": 0.9}
+    codec = {"tokens_per_second": 47.5, "bitrate": 640.0, "stoi": 0.7, "pesq_wb": 1.1, "wer": 0.9, "f0_gpe": 0.25}
     groups = {"held_out": {"clips": 2, "codec": {"stoi": 0.6, "wer": 1.0}}, "seen": {"clips": 1, "codec": {}}}
     metrics = {"codec": codec, "baselines": {}, "reference": {}, "voice_groups": groups}
     ho = _held_out_means(metrics)
     assert ho == {"codec": {"stoi": 0.6, "wer": 1.0, "clips": 2}}
-    assert "the 2 clips of voices held out" in summary_table(metrics, ho, {})
+    table = summary_table(metrics, ho, {})
+    assert "the 2 clips of voices held out" in table
+    assert "F0 GPE" in table and "0.250" in table.splitlines()[2]
     alone = {k: v for k, v in metrics.items() if k != "voice_groups"}  # no voice was held out
     assert _held_out_means(alone) == {}
     assert "the 0 clips of voices held out" in summary_table(alone, {}, {})
