@@ -508,7 +508,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_summary(metrics: dict, out: str) -> None:
     systems = {"codec": metrics["codec"], **metrics["baselines"]}
-    keys = ["bitrate", "pesq_wb", "stoi", "si_sdr", "mel_distance", "wer", "speaker_sim"]
+    keys = ["bitrate", "pesq_wb", "stoi", "si_sdr", "mel_distance", "f0_gpe", "wer", "speaker_sim"]
     print("system".ljust(14) + "".join(k.rjust(13) for k in keys))
     for name, m in systems.items():
         print(name.ljust(14) + "".join((f"{m[k]:.3f}" if k in m else "-").rjust(13) for k in keys))

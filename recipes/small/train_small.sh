@@ -175,4 +175,17 @@ if [ "$ENVY_STEPS" -gt 0 ] && [ "$S2Y_STEPS" -gt 0 ] && [ ! -f "$RUN/tokenizer_2
       "$RUN/tokenizer" "$RUN/s2y/final" "$RUN/tokenizer_2y"
   log "tokenizer_2y done"
 fi
+# Stage 2p: the decoder's pitch path (decoder_config.pitch_subframes=20: a pitch head, a harmonic source and the
+# source's input to the iSTFT head) added to 2y's decoder and trained decoder-only on CORPUS_ALL, 30 % of the clips
+# with the input's own F0 as the source (the codes stay; the ninth checkpoint). S2P_STEPS=0 skips it.
+S2P_STEPS=${S2P_STEPS:-3000}
+S2P_EXTRA=${S2P_EXTRA:-"$S2X_EXTRA codec.decoder_config.pitch_subframes=20 pitch_teacher_forcing=0.3 pitch_weight=1.0"}
+if [ "$ENVY_STEPS" -gt 0 ] && [ "$S2Y_STEPS" -gt 0 ] && [ "$S2P_STEPS" -gt 0 ]; then
+  CODEC_FINAL="$RUN/s2y/final"
+  decoder_only_stage s2p "$S2P_STEPS" 300 "$S2P_EXTRA" "$CORPUS_ALL" "env OMP_NUM_THREADS=2 $J"
+  [ -f "$RUN/tokenizer_2p/tokenizer_config.json" ] || {
+    $PY -c 'import sys; from jepatok import JepaSpeechTokenizer as T; T.from_pretrained(sys.argv[1]).with_codec(sys.argv[2]).save_pretrained(sys.argv[3])' \
+        "$RUN/tokenizer" "$RUN/s2p/final" "$RUN/tokenizer_2p"
+    log "tokenizer_2p done"; }
+fi
 log "all done"
