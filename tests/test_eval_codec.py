@@ -260,6 +260,9 @@ def test_eval_codec_cli_reports_voice_groups(corpus, tmp_path, capsys):
     assert groups["held_out"]["clips"] == 1 and groups["seen"]["clips"] == 2
     held = [c for c in metrics["clips"] if c["speaker"] == "en-us+f3"][0]
     assert groups["held_out"]["codec"]["stoi"] == pytest.approx(held["codec"]["stoi"])
+    assert groups["held_out"]["codec2-1200"]["f0_gpe"] == pytest.approx(
+        held["baselines"]["codec2-1200"]["f0_gpe"]
+    )
     assert groups["held_out"]["codec2-1200"]["stoi"] == pytest.approx(
         held["baselines"]["codec2-1200"]["stoi"]
     )

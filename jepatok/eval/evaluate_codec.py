@@ -327,7 +327,7 @@ def evaluate_codec(
     return metrics
 
 
-GROUP_KEYS = ("stoi", "pesq_wb", "wer", "mel_distance")
+GROUP_KEYS = ("stoi", "pesq_wb", "wer", "mel_distance", "f0_gpe")
 
 
 def voice_of(speaker: str, voices: set[str] | None = None) -> str:
