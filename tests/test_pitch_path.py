@@ -198,3 +198,37 @@ def test_stage2_trains_the_pitch_path_on_frozen_codes(tmp_path):
     assert r["loss"] > r["gen_pitch_f0"] + r["gen_pitch_voicing"]
     with pytest.raises(ValueError, match="pitch_teacher_forcing"):
         load_args(Stage2Args, "tiny", "stage2", FAST + ["pitch_teacher_forcing=1.5"])
+
+
+def test_encoder_pitch_input_is_frame_local_starts_as_a_no_op_and_keeps_chunks_exact(tmp_path):
+    from jepatok.tokenizer.chunking import encode_latents_chunked
+    from jepatok.tokenizer.pitch import pitch_features_window
+
+    # the features of any window of frames equal the same frames of the whole clip
+    audio = torch.cat([_tone(120.0, 0.6), 0.05 * torch.randn(SR // 5), _tone(210.0, 0.6)]).unsqueeze(0)
+    audio = audio[:, : audio.shape[-1] // 6400 * 6400]  # whole frames of the small codec's hop
+    frames = audio.shape[-1] // 6400
+    whole = pitch_features_window(audio, 0, frames, 6400, SR, 20)
+    assert whole.shape == (1, frames, 40)
+    torch.testing.assert_close(pitch_features_window(audio, 1, frames - 1, 6400, SR, 20), whole[:, 1:-1])
+    f0 = PITCH_REF_HZ * whole[0, 0, :20].exp()
+    assert float((f0[2:-2] / 120 - 1).abs().max()) < 0.01 and float(whole[0, 0, 22:38].min()) > 0.9  # strengths
+    # a tiny codec: the input is added at zero (same codes), then changes codes, and chunked encoding stays exact
+    torch.manual_seed(0)
+    old = JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=ISTFT)).eval()
+    old.save_pretrained(tmp_path / "old")
+    config = JepaCodecConfig.from_preset("tiny", decoder_config=PITCH, encoder_config={"pitch_input_subframes": 4})
+    new = load_stage1(tmp_path / "old", config).eval()
+    clip = 0.3 * torch.sin(torch.arange(16 * 80) * 2 * math.pi * 140 / 8000).view(1, 1, -1)
+    clip = clip + 0.05 * torch.randn_like(clip)
+    with torch.no_grad():
+        torch.testing.assert_close(new.encoder(clip).latents, old.encoder(clip).latents)
+        for p in new.encoder.pitch_input[-1].parameters():
+            p.normal_(0, 0.5)
+        z = new.encoder(clip).latents
+        assert float((z - old.encoder(clip).latents).abs().max()) > 1e-3
+        chunked, _ = encode_latents_chunked(new.encoder, clip, None, 0.04, 8000)  # 20-frame windows
+    torch.testing.assert_close(chunked, z, atol=1e-4, rtol=1e-4)
+    assert codec_identity(new)["codes_hash"] != codec_identity(old)["codes_hash"]
+    with pytest.raises(ValueError, match="pitch_input_subframes"):
+        JepaCodecConfig.from_preset("tiny", encoder_config={"pitch_input_subframes": 3})

@@ -199,10 +199,13 @@ def test_train_envelope_adds_a_pitch_path_and_trains_the_codes_to_carry_pitch(tm
         threads=None,
         pitch_subframes=4,
         pitch_weight=1.0,
+        pitch_input=True,
     )
     assert run(args) == 0
     out = JepaCodecModel.from_pretrained(str(tmp_path / "run" / "final"))
     assert out.config.decoder_config.pitch_subframes == 4
+    assert out.config.encoder_config.pitch_input_subframes == 4  # --pitch-input: the encoder reads the F0 track
+    assert float(out.encoder.pitch_input[-1].weight.abs().max()) > 0  # trained from its zero start
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     before, after = summary["valid_pitch_before"], summary["valid_pitch_after"]
     assert after["median_cents"] < before["median_cents"]  # the sine clips' F0 is learned
@@ -212,8 +215,12 @@ def test_train_envelope_adds_a_pitch_path_and_trains_the_codes_to_carry_pitch(tm
     # the cache carries the targets at the decoder's pitch sub-frames
     cache = build_cache(out, str(data), "train", 10.0, progress=False)
     assert cache[0]["f0"].shape == (cache[0]["target"].shape[0], 4) and cache[0]["voiced"].dtype == torch.bool
+    assert cache[0]["pitch_in"].shape == (cache[0]["target"].shape[0], 8)
     assert pitch_scores(out, cache)["voicing_error"] <= 1.0
     assert pitch_scores(JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=ENV)), cache) is None
     args.output_dir, args.pitch_subframes = str(tmp_path / "run2"), 0
     with pytest.raises(ValueError, match="positive number of sub-frames"):
+        run(args)
+    args.pitch_subframes = None
+    with pytest.raises(ValueError, match="--pitch-input needs --pitch-subframes"):
         run(args)

@@ -74,6 +74,12 @@ class JepaEncoderConfig(PretrainedConfig):
         spectral_input_hidden (`int`, defaults to 0): With a spectral input, 0 maps the patch by one linear
             layer; > 0 by a per-frame MLP (Linear(P, hidden) -> GELU -> Linear(hidden, latent_dim), the output
             layer started at zero), which lets the frame's 256 bits describe the envelope nonlinearly.
+        pitch_input_subframes (`int`, defaults to 0): When > 0, each frame's pitch track at that many sub-frames
+            (per sub-frame ln(f0 / 150 Hz) and the autocorrelation peak's strength, `pitch.pitch_features_window`;
+            frame-local, so padding and chunked encoding never change it) goes through a per-frame MLP
+            (Linear(2 x sub-frames, 256) -> GELU -> Linear(256, latent_dim), the output layer started at zero) and
+            is added to the bottleneck output before the Conformers, so the codes can carry the F0 contour that
+            the decoder's pitch path renders. 0 = off (every checkpoint before the pitch round).
     """
 
     model_type = "jepa_codec_encoder"
@@ -96,6 +102,7 @@ class JepaEncoderConfig(PretrainedConfig):
         spectral_input_bands: int = 0,
         spectral_input_subframes: int = 20,
         spectral_input_hidden: int = 0,
+        pitch_input_subframes: int = 0,
         **kwargs,
     ):
         owner = "encoder"
@@ -147,6 +154,15 @@ class JepaEncoderConfig(PretrainedConfig):
                 f"encoder.spectral_input_subframes ({spectral_input_subframes}) must divide the hop "
                 f"({self.hop_length} samples)"
             )
+        if not isinstance(pitch_input_subframes, int) or pitch_input_subframes < 0:
+            raise ValueError(
+                f"encoder.pitch_input_subframes must be an integer >= 0, got {pitch_input_subframes!r}"
+            )
+        if pitch_input_subframes and self.hop_length % pitch_input_subframes != 0:
+            raise ValueError(
+                f"encoder.pitch_input_subframes ({pitch_input_subframes}) must divide the hop ({self.hop_length} samples)"
+            )
+        self.pitch_input_subframes = pitch_input_subframes
         super().__init__(**kwargs)
 
     @property

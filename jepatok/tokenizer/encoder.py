@@ -26,6 +26,8 @@ from .daam import DaamGate, DaamStatistics
 from .layers import DilatedConv1d, DownsampleConv1d, ResBlock, Snake, apply_mask, init_codec_weights
 from .spectral import spectral_patches_window
 
+PITCH_INPUT_HIDDEN = 256  # width of the encoder's pitch-input MLP
+
 
 @dataclass
 class JepaEncoderOutput:
@@ -121,6 +123,12 @@ class JepaEncoder(nn.Module):
             out = nn.Linear(hidden or patch, enc.latent_dim)
             out._zero_init = True  # added to a trained encoder, it starts as a no-op
             self.spectral_input = nn.Sequential(nn.Linear(patch, hidden), nn.GELU(), out) if hidden else out
+        self.pitch_subframes = enc.pitch_input_subframes
+        self.pitch_input = None
+        if self.pitch_subframes:
+            out = nn.Linear(PITCH_INPUT_HIDDEN, enc.latent_dim)
+            out._zero_init = True  # added to a trained encoder, it starts as a no-op (the same codes)
+            self.pitch_input = nn.Sequential(nn.Linear(2 * self.pitch_subframes, PITCH_INPUT_HIDDEN), nn.GELU(), out)
         init_codec_weights(self, config.init_scheme)
 
     # --- helpers shared with chunked encoding ------------------------------------------------------
@@ -174,13 +182,29 @@ class JepaEncoder(nn.Module):
             self.spectral_subframes,
         )
 
+    def pitch_features(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor | None:
+        """The pitch input's features [B, stop - start, 2 x pitch_input_subframes] of frames `start`..`stop` of the
+        padded input x [B, 1, T * hop] (None when the encoder has no pitch input)."""
+        if self.pitch_input is None:
+            return None
+        from .pitch import pitch_features_window
+
+        return pitch_features_window(x[:, 0], start, stop, self.hop_length, self.sampling_rate, self.pitch_subframes)
+
     def spectral_term(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor | None:
-        """The spectral input's contribution [B, stop - start, D] to those bottleneck frames (or None)."""
+        """The contribution [B, stop - start, D] of the spectral input and the pitch input (each when present) to
+        those bottleneck frames (None with neither); both are frame-local, so any window of frames equals the
+        same frames of the whole clip."""
         patches = self.spectral_patches(x, start, stop)
-        if patches is None:
+        pitch = self.pitch_features(x, start, stop)
+        if patches is None and pitch is None:
             return None
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.spectral_input(patches).to(x.dtype)
+            total = None if patches is None else self.spectral_input(patches)
+            if pitch is not None:
+                term = self.pitch_input(pitch)
+                total = term if total is None else total + term
+            return total.to(x.dtype)
 
     def conformer_stack(
         self, z: torch.Tensor, frame_mask: torch.Tensor | None, output_hidden_states: bool = False

@@ -51,6 +51,8 @@ def frame_inputs(
         h = block(h, None)
     spectral = encoder.spectral_patches(x, 0, frames)
     spectral = None if spectral is None else spectral[0]
+    pitch_in = encoder.pitch_features(x, 0, frames)
+    pitch_in = None if pitch_in is None else pitch_in[0]
     target = spectral_patches(x, encoder.hop_length, encoder.sampling_rate, bands, subframes)[0]
     f0 = voiced = None
     if pitch_subframes:
@@ -58,7 +60,7 @@ def frame_inputs(
 
         f0, voiced, _ = estimate_pitch(x.view(-1), encoder.sampling_rate, encoder.hop_length // pitch_subframes)
         f0, voiced = f0.view(frames, pitch_subframes), voiced.view(frames, pitch_subframes)
-    return {"front": h[0], "spectral": spectral, "target": target, "f0": f0, "voiced": voiced}
+    return {"front": h[0], "spectral": spectral, "pitch_in": pitch_in, "target": target, "f0": f0, "voiced": voiced}
 
 
 def _pad(items: list[torch.Tensor | None], frames: int, time_dim: int) -> torch.Tensor | None:
@@ -79,6 +81,7 @@ def collate(cache: list[dict], indices: list[int]) -> dict:
     return {
         "front": _pad([c["front"] for c in clips], frames, 1),
         "spectral": _pad([c["spectral"] for c in clips], frames, 0),
+        "pitch_in": _pad([c.get("pitch_in") for c in clips], frames, 0),
         "target": _pad([c["target"] for c in clips], frames, 0),
         "f0": _pad([c.get("f0") for c in clips], frames, 0),
         "voiced": _pad([c.get("voiced") for c in clips], frames, 0),
@@ -93,6 +96,8 @@ def frame_latents(codec, batch: dict) -> torch.Tensor:
     z = enc.bottleneck(batch["front"])
     if batch["spectral"] is not None:
         z = z + enc.spectral_input(batch["spectral"]).transpose(1, 2)
+    if batch.get("pitch_in") is not None:
+        z = z + enc.pitch_input(batch["pitch_in"]).transpose(1, 2)
     z = apply_mask(z, mask.unsqueeze(1).to(z.dtype)).transpose(1, 2)
     return enc.conformer_stack(z, None if bool(mask.all()) else mask)[0]
 
@@ -130,7 +135,7 @@ def trained_modules(codec) -> list[nn.Module]:
     mods += [codec.decoder.envelope_head]
     if codec.decoder.pitch_subframes:
         mods.append(codec.decoder.pitch_head)
-    mods += [m for m in (codec.encoder.spectral_input, codec.pre_quant) if m is not None]
+    mods += [m for m in (codec.encoder.spectral_input, codec.encoder.pitch_input, codec.pre_quant) if m is not None]
     return mods
 
 
@@ -324,6 +329,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pitch-weight", type=float, default=1.0, help="weight of the pitch loss (default 1.0)"
     )
     parser.add_argument(
+        "--pitch-input",
+        action="store_true",
+        help="with --pitch-subframes: also add the encoder's pitch input (encoder_config.pitch_input_subframes, "
+        "the input's F0 track, started as a no-op) so the codes can carry the F0 the decoder needs",
+    )
+    parser.add_argument(
         "--whiten",
         action="store_true",
         help="first set the pre-quantization projection to a whitening of the train clips' latents",
@@ -375,9 +386,15 @@ def run(args: argparse.Namespace) -> int:
         config.decoder_config = type(config.decoder_config)(
             **{**config.decoder_config.to_dict(), "pitch_subframes": pitch_subframes}
         )
+        if getattr(args, "pitch_input", False):
+            config.encoder_config = type(config.encoder_config)(
+                **{**config.encoder_config.to_dict(), "pitch_input_subframes": pitch_subframes}
+            )
         with tempfile.TemporaryDirectory() as staged:
             codec.save_pretrained(staged)
             codec = load_stage1(staged, config)  # the pitch path added as stage 2 adds modules
+    elif getattr(args, "pitch_input", False):
+        raise ValueError("--pitch-input needs --pitch-subframes (the sub-frames of the pitch track)")
     if codec.decoder.envelope_block is None:
         raise ValueError(
             "the codec's decoder has no envelope path (decoder_config.envelope_bands = 0): nothing to warm up"

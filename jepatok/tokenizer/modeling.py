@@ -63,6 +63,7 @@ _LATER_FIELDS = {
     ("encoder_config", "spectral_input_bands"): 0,
     ("encoder_config", "spectral_input_subframes"): 20,
     ("encoder_config", "spectral_input_hidden"): 0,
+    ("encoder_config", "pitch_input_subframes"): 0,
     ("fsq_config", "pre_projection"): False,
     ("fsq_config", "input_rms"): 0.0,
     ("decoder_config", "frame_layers"): 0,

@@ -158,3 +158,34 @@ def harmonic_source(
     comb = torch.where(near, count, comb) / count.sqrt()
     out = comb * voiced.double().clamp(0.0, 1.0).unsqueeze(-1)
     return out.reshape(b, n * sub_hop).to(f0.dtype if f0.is_floating_point() else torch.float32)
+
+
+def pitch_window_margin(sampling_rate: int, sub_hop: int, f0_min: float = F0_MIN) -> int:
+    """Samples `estimate_pitch` reads on each side of a sub-frame of `sub_hop` samples (half its window beyond
+    the sub-frame), so a window of frames can be pitched exactly as inside the whole clip."""
+    lag_max = int(math.ceil(sampling_rate / f0_min))
+    win = max(2 * sub_hop, 2 * lag_max + 2 * sub_hop // 2)
+    win += win % 2
+    return (win - sub_hop) - (win - sub_hop) // 2
+
+
+@torch.no_grad()
+def pitch_features_window(
+    audio: torch.Tensor, start: int, stop: int, hop_length: int, sampling_rate: int, subframes: int
+) -> torch.Tensor:
+    """The encoder's pitch input of frames `start`..`stop` of audio [B, L] (L a multiple of the hop) ->
+    [B, stop - start, 2 * subframes]: per sub-frame ln(f0 / PITCH_REF_HZ) then the autocorrelation peak's
+    strength (`estimate_pitch` without its clip-relative silence gate, so every value depends only on the
+    samples around its sub-frame: a window of frames equals the same frames of the whole clip, and the zeros
+    a batch pads with give what the end of a clip alone gives)."""
+    sub_hop = hop_length // subframes
+    margin = -(-pitch_window_margin(sampling_rate, sub_hop) // sub_hop) * sub_hop  # whole sub-frames
+    s0, s1 = start * hop_length - margin, stop * hop_length + margin
+    seg = audio[:, max(0, s0) : min(audio.shape[-1], s1)].float()
+    seg = torch.nn.functional.pad(seg, (max(0, -s0), max(0, s1 - audio.shape[-1])))
+    f0, _, strength = estimate_pitch(seg, sampling_rate, sub_hop, silence_db=-1e9)
+    k0, n = margin // sub_hop, (stop - start) * subframes
+    f0, strength = f0[:, k0 : k0 + n], strength[:, k0 : k0 + n]
+    b = audio.shape[0]
+    feats = torch.stack([torch.log(f0 / PITCH_REF_HZ), strength], dim=1)  # [B, 2, n]
+    return feats.view(b, 2, stop - start, subframes).permute(0, 2, 1, 3).reshape(b, stop - start, 2 * subframes)

@@ -145,6 +145,7 @@ _ADDABLE = {
     "encoder_config.spectral_input_bands",
     "encoder_config.spectral_input_subframes",
     "encoder_config.spectral_input_hidden",
+    "encoder_config.pitch_input_subframes",
     "fsq_config.pre_projection",
     "fsq_config.input_rms",
     "decoder_config.frame_layers",
