@@ -317,12 +317,10 @@ class JepaDecoderConfig(PretrainedConfig):
         istft_layers (`int`, defaults to 4): ConvNeXt blocks in the iSTFT head.
         pitch_subframes (`int`, defaults to 0): When > 0 (iSTFT head only), the decoder's pitch path: a head
             predicts each frame's F0 and voicing at `pitch_subframes` sub-frames (a small convolutional net on the
-            frame features;
-            stage 2 trains it against the input's autocorrelation pitch with `pitch_weight`), a band-limited
-            harmonic source is synthesised at that F0 (`pitch.harmonic_source`), and the iSTFT head reads the
-            source's log-spectrum and adds it, through a per-bin gain it predicts, to its own spectrum. Its
-            phase then comes from the source, coherent from frame to frame, instead of being predicted per
-            frame. 0 = off (every checkpoint before the ninth).
+            frame features; stage 2 trains it against the input's autocorrelation pitch with `pitch_weight`), a
+            band-limited harmonic source is synthesised at that F0 (`pitch.harmonic_source`), and the iSTFT head
+            reads the source's log-spectrum (a 1x1 convolution started at zero), so it sees where the harmonics
+            lie. 0 = off (every shipped checkpoint so far).
     """
 
     model_type = "jepa_codec_decoder"

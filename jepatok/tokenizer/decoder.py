@@ -68,7 +68,6 @@ class FrameBlock(nn.Module):
 
 CONVNEXT_KERNEL = 7  # depthwise kernel of the iSTFT head's ConvNeXt blocks
 PITCH_HIDDEN = 256  # width of the pitch head (Conv1d(D, 256, k3) -> GELU -> Conv1d(256, 2 x pitch_subframes, k1))
-SOURCE_GAIN_INIT = -6.0  # initial log-gain of the harmonic source in the iSTFT head (exp(-6) ~ 0.0025)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -121,9 +120,9 @@ class ISTFTHead(nn.Module):
     ConvTranspose1d(stride upsample)] -> ConvNeXt blocks -> LayerNorm -> Linear(C -> n_fft + 2) = per-bin
     log-magnitude and phase -> `overlap_add_istft`. The magnitude is exp(log-magnitude) capped at 100 (Vocos).
 
-    With `source=True` (the decoder's pitch path) `forward` also takes a source signal: its spectrum (`stft_same`)
-    is read as log-magnitude features added after the up-sampling, and added to the output spectrum through a
-    per-bin gain exp(g) (g predicted per frame, capped like the magnitude), so harmonics keep the source's phase."""
+    With `source=True` (the decoder's pitch path) `forward` also takes a source signal: its log-magnitude spectrum
+    (`stft_same`, the head's own framing) is mapped by a 1x1 convolution (started at zero) and added after the
+    up-sampling, so the head sees where the harmonics of the frame's F0 lie."""
 
     def __init__(self, in_ch: int, dim: int, layers: int, upsample: int, n_fft: int, hop: int, source: bool = False):
         super().__init__()
@@ -140,11 +139,8 @@ class ISTFTHead(nn.Module):
             bins = n_fft // 2 + 1
             self.source_in = nn.Conv1d(bins, dim, kernel_size=1)
             self.source_in._zero_init = True  # added to a trained head: start as a no-op
-            self.source_gain = nn.Linear(dim, bins)
-            self.source_gain._init_gain = 0.1
-            self.source_gain._init_bias = SOURCE_GAIN_INIT
         else:
-            self.source_in = self.source_gain = None
+            self.source_in = None
 
     def forward(self, x: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, C_in, T'] (source [B, T' * upsample * hop] with the pitch path) -> audio [B, 1, T' * upsample * hop]."""
@@ -153,7 +149,6 @@ class ISTFTHead(nn.Module):
         x = self.in_conv(x)
         if self.upsample is not None:
             x = self.upsample(x)
-        source_spec = None
         if self.source_in is not None:
             if source is None:
                 raise ValueError("this iSTFT head has a source path (decoder pitch_subframes > 0) and needs a source")
@@ -169,9 +164,6 @@ class ISTFTHead(nn.Module):
         log_mag, phase = self.out(h).float().transpose(1, 2).chunk(2, dim=1)
         mag = torch.exp(log_mag.clamp(max=math.log(100.0)))
         spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
-        if source_spec is not None:
-            gain = torch.exp(self.source_gain(h).float().transpose(1, 2).clamp(max=math.log(100.0)))
-            spec = spec + gain * source_spec
         return overlap_add_istft(spec, self.n_fft, self.hop, window).unsqueeze(1)
 
 

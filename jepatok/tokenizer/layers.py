@@ -173,7 +173,7 @@ def init_weight_std(module: nn.Module, scheme: str = "authors", std: float = 0.0
 
 
 def init_codec_weights(module: nn.Module, scheme: str = "authors", std: float = 0.02) -> None:
-    """trunc_normal(`init_weight_std`) weights and zero biases (`_init_bias` where a layer sets one) for every
+    """trunc_normal(`init_weight_std`) weights and zero biases for every
     conv / linear layer of `module` (zero weights for a layer marked `_zero_init`: a branch added to a trained
     model starts as a no-op)."""
     for m in module.modules():
@@ -184,4 +184,4 @@ def init_codec_weights(module: nn.Module, scheme: str = "authors", std: float = 
         elif isinstance(m, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)):
             nn.init.trunc_normal_(m.weight, std=init_weight_std(m, scheme, std))
             if m.bias is not None:
-                nn.init.constant_(m.bias, getattr(m, "_init_bias", 0.0))
+                nn.init.zeros_(m.bias)

@@ -170,7 +170,7 @@ class JepaCodecPreTrainedModel(PreTrainedAudioTokenizerBase):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Conv / linear weights per `config.init_scheme` (authors: trunc_normal(0.02); fan_in: 1/sqrt(fan_in)),
-        zero biases (or a layer's `_init_bias`); gate and Snake defaults."""
+        zero biases; gate and Snake defaults."""
         if getattr(module, "_identity_init", False):  # the pre-quantization projection starts as the identity
             init.copy_(module.weight, torch.eye(module.weight.shape[0], dtype=module.weight.dtype))
             init.zeros_(module.bias)
@@ -180,7 +180,7 @@ class JepaCodecPreTrainedModel(PreTrainedAudioTokenizerBase):
         elif isinstance(module, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)):
             init.trunc_normal_(module.weight, std=init_weight_std(module, self.config.init_scheme))
             if module.bias is not None:
-                init.constant_(module.bias, getattr(module, "_init_bias", 0.0))
+                init.zeros_(module.bias)
         elif isinstance(module, (nn.LayerNorm, MaskedGroupNorm)):
             init.ones_(module.weight)
             init.zeros_(module.bias)
