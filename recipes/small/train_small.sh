@@ -175,17 +175,19 @@ if [ "$ENVY_STEPS" -gt 0 ] && [ "$S2Y_STEPS" -gt 0 ] && [ ! -f "$RUN/tokenizer_2
       "$RUN/tokenizer" "$RUN/s2y/final" "$RUN/tokenizer_2y"
   log "tokenizer_2y done"
 fi
-# Stage 2p: the decoder's pitch path (decoder_config.pitch_subframes=20: a pitch head, a harmonic source and the
-# source's input to the iSTFT head) added to 2y's decoder and trained decoder-only on CORPUS_ALL, 30 % of the clips
-# with the input's own F0 as the source (the codes stay; the ninth checkpoint). S2P_STEPS=0 skips it.
-S2P_STEPS=${S2P_STEPS:-3000}
-S2P_EXTRA=${S2P_EXTRA:-"$S2X_EXTRA codec.decoder_config.pitch_subframes=20 pitch_teacher_forcing=0.3 pitch_weight=1.0"}
-if [ "$ENVY_STEPS" -gt 0 ] && [ "$S2Y_STEPS" -gt 0 ] && [ "$S2P_STEPS" -gt 0 ]; then
-  CODEC_FINAL="$RUN/s2y/final"
-  decoder_only_stage s2p "$S2P_STEPS" 300 "$S2P_EXTRA" "$CORPUS_ALL" "env OMP_NUM_THREADS=2 $J"
-  [ -f "$RUN/tokenizer_2p/tokenizer_config.json" ] || {
-    $PY -c 'import sys; from jepatok import JepaSpeechTokenizer as T; T.from_pretrained(sys.argv[1]).with_codec(sys.argv[2]).save_pretrained(sys.argv[3])' \
-        "$RUN/tokenizer" "$RUN/s2p/final" "$RUN/tokenizer_2p"
-    log "tokenizer_2p done"; }
+# The pitch round (experimental, not in a shipped checkpoint; PITCH_ENV_STEPS=4000 runs it): stage envp continues the
+# warm-up from 2y's codec with the decoder's pitch path and the encoder's pitch input added (train-envelope
+# --pitch-subframes 20 --pitch-input; the codes change and learn the F0 contour), then stage 2q trains the decoder
+# on them, decoder-only, half of the clips with the input's own F0 as the source. A tokenizer and LM for these codes
+# are not made here (README: pitch path).
+PITCH_ENV_STEPS=${PITCH_ENV_STEPS:-0}
+S2Q_STEPS=${S2Q_STEPS:-3000}
+S2Q_EXTRA=${S2Q_EXTRA:-"$S2X_EXTRA codec.decoder_config.pitch_subframes=20 codec.encoder_config.pitch_input_subframes=20 pitch_teacher_forcing=0.5 pitch_weight=1.0"}
+if [ "$PITCH_ENV_STEPS" -gt 0 ] && [ "$ENVY_STEPS" -gt 0 ] && [ "$S2Y_STEPS" -gt 0 ]; then
+  [ -f "$RUN/envp/final/config.json" ] || { log "envp start"; $J train-envelope --codec "$RUN/s2y/final" --data "$CORPUS_ALL" \
+      --output-dir "$RUN/envp" --steps "$PITCH_ENV_STEPS" --lr 1.0e-3 --threads 1 --pitch-subframes 20 --pitch-input \
+      > "$RUN/envp.log" 2>&1; log "envp done"; }
+  CODEC_FINAL="$RUN/envp/final"
+  decoder_only_stage s2q "$S2Q_STEPS" 300 "$S2Q_EXTRA" "$CORPUS_ALL" "env OMP_NUM_THREADS=1 $J"
 fi
 log "all done"
