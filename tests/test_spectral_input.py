@@ -121,23 +121,19 @@ def test_envelope_warmup_trains_the_frame_path_only(tmp_path):
         warmup(codec, cache, steps=0)
 
 
+def _warmup_args(tmp_path, data, **extra) -> argparse.Namespace:
+    """`train-envelope` arguments for the codec saved at tmp_path/codec (run folder tmp_path/run)."""
+    defaults = dict(preset=None, steps=5, lr=1e-3, batch_size=2, max_seconds=10.0, seed=0, threads=None)
+    return argparse.Namespace(
+        codec=str(tmp_path / "codec"), data=str(data), output_dir=str(tmp_path / "run"), **{**defaults, **extra}
+    )
+
+
 def test_train_envelope_command(tmp_path):
     data = make_audio_folder(tmp_path / "wavs", n=4, seconds=0.3)
     codec = JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=ENV))
     codec.save_pretrained(tmp_path / "codec")
-    args = argparse.Namespace(
-        codec=str(tmp_path / "codec"),
-        preset=None,
-        data=str(data),
-        output_dir=str(tmp_path / "run"),
-        steps=5,
-        lr=1e-3,
-        batch_size=2,
-        max_seconds=10.0,
-        seed=0,
-        threads=None,
-        spectral_input_bands=None,
-    )
+    args = _warmup_args(tmp_path, data, spectral_input_bands=None)
     assert run(args) == 0
     out = JepaCodecModel.from_pretrained(str(tmp_path / "run" / "final"))
     assert out.encoder.spectral_input is None  # no --preset: the codec's own architecture
@@ -186,21 +182,7 @@ def test_train_envelope_adds_a_pitch_path_and_trains_the_codes_to_carry_pitch(tm
     torch.manual_seed(0)
     codec = JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config={**ENV, **istft}))
     codec.save_pretrained(tmp_path / "codec")
-    args = argparse.Namespace(
-        codec=str(tmp_path / "codec"),
-        preset=None,
-        data=str(data),
-        output_dir=str(tmp_path / "run"),
-        steps=30,
-        lr=3e-3,
-        batch_size=2,
-        max_seconds=10.0,
-        seed=0,
-        threads=None,
-        pitch_subframes=4,
-        pitch_weight=1.0,
-        pitch_input=True,
-    )
+    args = _warmup_args(tmp_path, data, steps=30, lr=3e-3, pitch_subframes=4, pitch_weight=1.0, pitch_input=True)
     assert run(args) == 0
     out = JepaCodecModel.from_pretrained(str(tmp_path / "run" / "final"))
     assert out.config.decoder_config.pitch_subframes == 4
