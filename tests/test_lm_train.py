@@ -137,6 +137,22 @@ def test_refuses_data_from_another_codec(paths, tmp_path):
         lm_train.train(args)
 
 
+def test_warm_start_from_an_lm_of_another_codec_needs_the_flag_and_records_the_new_codec(paths, tmp_path):
+    from jepatok.lm.modeling import build_lm
+
+    other = speech_tokenizer(seed=1)  # same id layout, another codec's codes
+    old = build_lm("tiny", other, seed=0)
+    old.save_pretrained(tmp_path / "old")
+    args = _args(paths, tmp_path / "run", init_from=str(tmp_path / "old"))
+    with pytest.raises(ValueError, match="different codec"):
+        lm_train.train(args)
+    args = _args(paths, tmp_path / "run2", init_from=str(tmp_path / "old"), init_from_other_codec=True)
+    result = lm_train.train(args)
+    saved = json.loads((Path(result.final_dir) / "config.json").read_text())["jepatok"]
+    mine = speech_tokenizer().codec_identity
+    assert saved["codec_codes_hash"] == mine["codes_hash"] != other.codec_identity["codes_hash"]
+
+
 def test_two_process_accelerate_launch(paths, tmp_path):
     out = tmp_path / "ddp"
     cmd = [

@@ -30,6 +30,9 @@ class LMTrainArgs:
         model_preset (str, "tiny"): LM architecture preset (`tiny`, `small`, `base`).
         model_overrides (dict, {}): LlamaConfig fields replacing the preset's values.
         init_from (str | None, None): start from a saved LM directory instead of random init (fine-tuning/LoRA).
+        init_from_other_codec (bool, False): let `init_from` be an LM trained on another codec's tokens (same id
+            layout: vocabulary, audio offset, slots); a warm start when a codec's codes change. The saved LM
+            records the new tokenizer's codec.
         sequence_mode (str, "both"): "tts", "continuation" or "both".
         mask_text_labels (bool, True): no loss on the TTS prompt (`<bos> <text> text <audio>`).
         block_size (int, 512): tokens per packed block.
@@ -59,6 +62,7 @@ class LMTrainArgs:
     model_preset: str = "tiny"
     model_overrides: dict = field(default_factory=dict)
     init_from: str | None = None
+    init_from_other_codec: bool = False
     sequence_mode: str = "both"
     mask_text_labels: bool = True
     block_size: int = 512

@@ -134,12 +134,14 @@ def build_lm(preset: str | dict[str, Any] | LlamaConfig, tokenizer, seed: int | 
     return model
 
 
-def check_lm_tokenizer(model: PreTrainedModel, tokenizer) -> None:
+def check_lm_tokenizer(model: PreTrainedModel, tokenizer, check_codec: bool = True) -> None:
     """Raise ValueError when `model` was not built for `tokenizer` (vocab size, audio layout, codec hashes).
 
     Args:
         model: a causal LM (or a peft model wrapping one).
         tokenizer: the speech tokenizer to use with it.
+        check_codec: also require the codec the LM was trained on to make the tokenizer's codes (False: only the
+            id layout must agree, for a warm start on another codec's tokens).
     """
     config = model.config
     n_vocab = len(tokenizer)
@@ -154,6 +156,8 @@ def check_lm_tokenizer(model: PreTrainedModel, tokenizer) -> None:
     for key in ("audio_offset", "tokens_per_frame", "slot_sizes"):
         if stored.get(key) is not None and stored[key] != current[key]:
             raise ValueError(f"LM was trained with {key}={stored[key]} but the tokenizer has {current[key]}")
+    if not check_codec:
+        return
     from ..tokenizer.modeling import identity_mismatch
 
     def as_identity(meta: dict) -> dict:

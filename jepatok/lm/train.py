@@ -231,7 +231,11 @@ def _build_model(args: LMTrainArgs, tokenizer):
 
     if args.init_from:
         model = AutoModelForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
-        check_lm_tokenizer(model, tokenizer)
+        check_lm_tokenizer(model, tokenizer, check_codec=not args.init_from_other_codec)
+        if args.init_from_other_codec:  # from here on the LM models this tokenizer's codec
+            from .modeling import lm_metadata
+
+            model.config.jepatok = lm_metadata(tokenizer)
     else:
         model = build_lm(args.model_preset, tokenizer, seed=args.seed, **args.model_overrides)
     if args.audio_digit_radix:
