@@ -178,8 +178,8 @@ fi
 # The pitch round (experimental, not in a shipped checkpoint; PITCH_ENV_STEPS=4000 runs it): stage envp continues the
 # warm-up from 2y's codec with the decoder's pitch path and the encoder's pitch input added (train-envelope
 # --pitch-subframes 20 --pitch-input; the codes change and learn the F0 contour), then stage 2q trains the decoder
-# on them, decoder-only, half of the clips with the input's own F0 as the source. A tokenizer and LM for these codes
-# are not made here (README: pitch path).
+# on them, decoder-only, half of the clips with the input's own F0 as the source. The shipped ninth checkpoint then
+# built its tokenizer and warm-started its LM by hand (recipes/small/README.md, step 12).
 PITCH_ENV_STEPS=${PITCH_ENV_STEPS:-0}
 S2Q_STEPS=${S2Q_STEPS:-3000}
 S2Q_EXTRA=${S2Q_EXTRA:-"$S2X_EXTRA codec.decoder_config.pitch_subframes=20 codec.encoder_config.pitch_input_subframes=20 pitch_teacher_forcing=0.5 pitch_weight=1.0"}
