@@ -173,9 +173,8 @@ def init_weight_std(module: nn.Module, scheme: str = "authors", std: float = 0.0
 
 
 def init_codec_weights(module: nn.Module, scheme: str = "authors", std: float = 0.02) -> None:
-    """trunc_normal(`init_weight_std`) weights and zero biases for every
-    conv / linear layer of `module` (zero weights for a layer marked `_zero_init`: a branch added to a trained
-    model starts as a no-op)."""
+    """trunc_normal(`init_weight_std`) weights and zero biases for every conv / linear layer of `module`
+    (zero weights for a layer marked `_zero_init`: a branch added to a trained model starts as a no-op)."""
     for m in module.modules():
         if getattr(m, "_zero_init", False):
             nn.init.zeros_(m.weight)
