@@ -117,15 +117,11 @@ def envelope_forward(codec, batch: dict, return_pitch: bool = False):
 def pitch_losses(pitch: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(L1 of ln F0 over voiced valid sub-frames, voicing BCE over valid sub-frames) of the pitch head's output
     [B, 2, T * S] against the cached targets (stage 2's `pitch_loss` on the cached batch layout)."""
-    from .pitch import PITCH_REF_HZ
+    from .pitch import pitch_head_losses
 
     b, t, s = batch["f0"].shape
-    valid = batch["mask"].unsqueeze(-1).expand(b, t, s).reshape(b, t * s).float()
-    voiced = batch["voiced"].reshape(b, t * s).float() * valid
-    f0 = batch["f0"].reshape(b, t * s).clamp_min(1.0)
-    err = (pitch[:, 0] - torch.log(f0 / PITCH_REF_HZ)).abs()
-    bce = nn.functional.binary_cross_entropy_with_logits(pitch[:, 1], voiced, reduction="none")
-    return (err * voiced).sum() / voiced.sum().clamp_min(1), (bce * valid).sum() / valid.sum().clamp_min(1)
+    valid = batch["mask"].unsqueeze(-1).expand(b, t, s).reshape(b, t * s)
+    return pitch_head_losses(pitch, batch["f0"].reshape(b, t * s), batch["voiced"].reshape(b, t * s), valid)
 
 
 def trained_modules(codec) -> list[nn.Module]:

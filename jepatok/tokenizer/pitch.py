@@ -189,3 +189,17 @@ def pitch_features_window(
     b = audio.shape[0]
     feats = torch.stack([torch.log(f0 / PITCH_REF_HZ), strength], dim=1)  # [B, 2, n]
     return feats.view(b, 2, stop - start, subframes).permute(0, 2, 1, 3).reshape(b, stop - start, 2 * subframes)
+
+
+def pitch_head_losses(
+    pitch: torch.Tensor, f0: torch.Tensor, voiced: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder pitch head's losses: (L1 of ln F0 over the voiced valid sub-frames, voicing BCE over the valid
+    ones) of its output [B, 2, N] (ln(f0 / PITCH_REF_HZ), voicing logit) against the input's F0 (Hz), voicing and
+    valid-sub-frame mask, each [B, N]."""
+    valid = valid.float()
+    voiced = voiced.float() * valid
+    pitch = pitch.float()
+    err = (pitch[:, 0] - torch.log(f0.clamp_min(1.0) / PITCH_REF_HZ)).abs()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(pitch[:, 1], voiced, reduction="none")
+    return (err * voiced).sum() / voiced.sum().clamp_min(1), (bce * valid).sum() / valid.sum().clamp_min(1)

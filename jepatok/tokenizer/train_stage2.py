@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.audio import write_wav
@@ -532,15 +531,11 @@ class Stage2Trainer(CodecTrainer):
 
     def pitch_loss(self, pitch: torch.Tensor, target: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """(L1 of ln F0 over the voiced valid sub-frames, voicing BCE over the valid ones) of the pitch head's
-        output [B, 2, N] against `pitch_target`."""
-        from .pitch import PITCH_REF_HZ
+        output [B, 2, N] against `pitch_target` (`pitch.pitch_head_losses`)."""
+        from .pitch import pitch_head_losses
 
         f0, voiced, valid = target
-        pitch = pitch.float()
-        log_err = (pitch[:, 0] - torch.log(f0 / PITCH_REF_HZ)).abs()
-        f0_loss = (log_err * voiced).sum() / voiced.sum().clamp_min(1)
-        bce = F.binary_cross_entropy_with_logits(pitch[:, 1], voiced.float(), reduction="none")
-        return f0_loss, (bce * valid).sum() / valid.sum().clamp_min(1)
+        return pitch_head_losses(pitch, f0, voiced, valid)
 
     @torch.no_grad()
     def envelope_target(self, batch: AudioBatch) -> tuple[torch.Tensor, torch.Tensor]:
