@@ -278,7 +278,9 @@ def summary_table(metrics: dict, held_out_means: dict, tts: dict) -> str:
         lines.append(f"original recordings: WER {ref['wer']:.3f}")
     n_ho = next(iter(held_out_means.values()), {}).get("clips", 0)
     lines.append(f"* = the {n_ho} clips of voices held out of training; all clips: held-out sentences")
-    lines.append("F0 GPE: share of the frames voiced in both whose pitch is more than 20 % off the original's")
+    lines.append(
+        "F0 GPE: share of the frames voiced in both whose pitch is more than 20 % off the original's"
+    )
     if tts:
         lines.append(
             f"TTS (3 held-out sentences): WER {tts['tts_wer']:.3f} vs ground-truth recordings {tts['ground_truth_wer']:.3f}"

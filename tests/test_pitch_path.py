@@ -81,7 +81,9 @@ def test_harmonic_source_is_continuous_band_limited_and_gated_by_voicing():
     est, _, _ = estimate_pitch(whole[0], SR, 320)
     assert abs(float(est[5:20].mean()) - 120) < 1 and abs(float(est[30:45].mean()) - 180) < 1.5
     spectrum = torch.fft.rfft(whole[0, : 25 * 320]).abs()
-    assert float(spectrum[int(0.97 * len(spectrum)) :].max()) < 1e-3 * float(spectrum.max())  # nothing near Nyquist
+    assert float(spectrum[int(0.97 * len(spectrum)) :].max()) < 1e-3 * float(
+        spectrum.max()
+    )  # nothing near Nyquist
     # a part rendered from the whole clip's phase at its start equals that part of the whole
     start = source_phase(f0, 320, SR)[:, 17]
     part = harmonic_source(f0[:, 17:], voiced[:, 17:], 320, SR, phase0=start)
@@ -207,12 +209,16 @@ def test_encoder_pitch_input_is_frame_local_starts_as_a_no_op_and_keeps_chunks_e
     assert whole.shape == (1, frames, 40)
     torch.testing.assert_close(pitch_features_window(audio, 1, frames - 1, 6400, SR, 20), whole[:, 1:-1])
     f0 = PITCH_REF_HZ * whole[0, 0, :20].exp()
-    assert float((f0[2:-2] / 120 - 1).abs().max()) < 0.01 and float(whole[0, 0, 22:38].min()) > 0.9  # strengths
+    assert (
+        float((f0[2:-2] / 120 - 1).abs().max()) < 0.01 and float(whole[0, 0, 22:38].min()) > 0.9
+    )  # strengths
     # a tiny codec: the input is added at zero (same codes), then changes codes, and chunked encoding stays exact
     torch.manual_seed(0)
     old = JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=ISTFT)).eval()
     old.save_pretrained(tmp_path / "old")
-    config = JepaCodecConfig.from_preset("tiny", decoder_config=PITCH, encoder_config={"pitch_input_subframes": 4})
+    config = JepaCodecConfig.from_preset(
+        "tiny", decoder_config=PITCH, encoder_config={"pitch_input_subframes": 4}
+    )
     new = load_stage1(tmp_path / "old", config).eval()
     clip = 0.3 * torch.sin(torch.arange(16 * 80) * 2 * math.pi * 140 / 8000).view(1, 1, -1)
     clip = clip + 0.05 * torch.randn_like(clip)

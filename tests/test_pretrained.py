@@ -140,7 +140,14 @@ def test_make_demo(tmp_path):
 def test_demo_held_out_means_with_and_without_held_out_voices():
     from jepatok.demo import _held_out_means, summary_table
 
-    codec = {"tokens_per_second": 47.5, "bitrate": 640.0, "stoi": 0.7, "pesq_wb": 1.1, "wer": 0.9, "f0_gpe": 0.25}
+    codec = {
+        "tokens_per_second": 47.5,
+        "bitrate": 640.0,
+        "stoi": 0.7,
+        "pesq_wb": 1.1,
+        "wer": 0.9,
+        "f0_gpe": 0.25,
+    }
     groups = {"held_out": {"clips": 2, "codec": {"stoi": 0.6, "wer": 1.0}}, "seen": {"clips": 1, "codec": {}}}
     metrics = {"codec": codec, "baselines": {}, "reference": {}, "voice_groups": groups}
     ho = _held_out_means(metrics)

@@ -125,7 +125,10 @@ def _warmup_args(tmp_path, data, **extra) -> argparse.Namespace:
     """`train-envelope` arguments for the codec saved at tmp_path/codec (run folder tmp_path/run)."""
     defaults = dict(preset=None, steps=5, lr=1e-3, batch_size=2, max_seconds=10.0, seed=0, threads=None)
     return argparse.Namespace(
-        codec=str(tmp_path / "codec"), data=str(data), output_dir=str(tmp_path / "run"), **{**defaults, **extra}
+        codec=str(tmp_path / "codec"),
+        data=str(data),
+        output_dir=str(tmp_path / "run"),
+        **{**defaults, **extra},
     )
 
 
@@ -182,11 +185,15 @@ def test_train_envelope_adds_a_pitch_path_and_trains_the_codes_to_carry_pitch(tm
     torch.manual_seed(0)
     codec = JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config={**ENV, **istft}))
     codec.save_pretrained(tmp_path / "codec")
-    args = _warmup_args(tmp_path, data, steps=30, lr=3e-3, pitch_subframes=4, pitch_weight=1.0, pitch_input=True)
+    args = _warmup_args(
+        tmp_path, data, steps=30, lr=3e-3, pitch_subframes=4, pitch_weight=1.0, pitch_input=True
+    )
     assert run(args) == 0
     out = JepaCodecModel.from_pretrained(str(tmp_path / "run" / "final"))
     assert out.config.decoder_config.pitch_subframes == 4
-    assert out.config.encoder_config.pitch_input_subframes == 4  # --pitch-input: the encoder reads the F0 track
+    assert (
+        out.config.encoder_config.pitch_input_subframes == 4
+    )  # --pitch-input: the encoder reads the F0 track
     assert float(out.encoder.pitch_input[-1].weight.abs().max()) > 0  # trained from its zero start
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     before, after = summary["valid_pitch_before"], summary["valid_pitch_after"]
@@ -199,7 +206,9 @@ def test_train_envelope_adds_a_pitch_path_and_trains_the_codes_to_carry_pitch(tm
     assert cache[0]["f0"].shape == (cache[0]["target"].shape[0], 4) and cache[0]["voiced"].dtype == torch.bool
     assert cache[0]["pitch_in"].shape == (cache[0]["target"].shape[0], 8)
     assert pitch_scores(out, cache)["voicing_error"] <= 1.0
-    assert pitch_scores(JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=ENV)), cache) is None
+    assert (
+        pitch_scores(JepaCodecModel(JepaCodecConfig.from_preset("tiny", decoder_config=ENV)), cache) is None
+    )
     args.output_dir, args.pitch_subframes = str(tmp_path / "run2"), 0
     with pytest.raises(ValueError, match="positive number of sub-frames"):
         run(args)

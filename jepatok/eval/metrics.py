@@ -215,7 +215,9 @@ def _pitch_tracks(reference, estimate, sampling_rate: int, hop_s: float) -> tupl
     hop = max(1, int(round(hop_s * sampling_rate)))
     if ref.size < 2 * hop:
         raise MetricUnavailable(f"clip of {ref.size} samples is too short to pitch ({2 * hop} needed)")
-    f0, voiced, _ = estimate_pitch(torch.from_numpy(np.stack([ref, est]).astype(np.float32)), sampling_rate, hop)
+    f0, voiced, _ = estimate_pitch(
+        torch.from_numpy(np.stack([ref, est]).astype(np.float32)), sampling_rate, hop
+    )
     return f0, voiced
 
 

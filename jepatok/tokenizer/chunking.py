@@ -212,7 +212,9 @@ def decode_latents_chunked(
         # the phase stands at its first sample, so the windows join exactly.
         from .pitch import source_phase
 
-        f0, voiced = decoder.pitch_values(decoder.predict_pitch(decoder.frame_features(quantized, frame_mask)))
+        f0, voiced = decoder.pitch_values(
+            decoder.predict_pitch(decoder.frame_features(quantized, frame_mask))
+        )
         pitch = (f0, voiced)
         phase = source_phase(f0, hop // decoder.pitch_subframes, sampling_rate)
     sub = decoder.pitch_subframes

@@ -397,7 +397,9 @@ class JepaDecoderConfig(PretrainedConfig):
         self.pitch_subframes = _non_negative("pitch_subframes", pitch_subframes, owner)
         if pitch_subframes:
             if head != "istft":
-                raise ValueError(f"decoder.pitch_subframes needs head='istft' (its source enters the iSTFT head), got {head!r}")
+                raise ValueError(
+                    f"decoder.pitch_subframes needs head='istft' (its source enters the iSTFT head), got {head!r}"
+                )
             if self.hop_length % pitch_subframes:
                 raise ValueError(
                     f"decoder.pitch_subframes ({pitch_subframes}) must divide the hop ({self.hop_length} samples)"

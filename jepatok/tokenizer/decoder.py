@@ -67,7 +67,9 @@ class FrameBlock(nn.Module):
 
 
 CONVNEXT_KERNEL = 7  # depthwise kernel of the iSTFT head's ConvNeXt blocks
-PITCH_HIDDEN = 256  # width of the pitch head (Conv1d(D, 256, k3) -> GELU -> Conv1d(256, 2 x pitch_subframes, k1))
+PITCH_HIDDEN = (
+    256  # width of the pitch head (Conv1d(D, 256, k3) -> GELU -> Conv1d(256, 2 x pitch_subframes, k1))
+)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -124,7 +126,9 @@ class ISTFTHead(nn.Module):
     (`stft_same`, the head's own framing) is mapped by a 1x1 convolution (started at zero) and added after the
     up-sampling, so the head sees where the harmonics of the frame's F0 lie."""
 
-    def __init__(self, in_ch: int, dim: int, layers: int, upsample: int, n_fft: int, hop: int, source: bool = False):
+    def __init__(
+        self, in_ch: int, dim: int, layers: int, upsample: int, n_fft: int, hop: int, source: bool = False
+    ):
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
         self.in_conv = nn.Conv1d(in_ch, dim, kernel_size=1)
@@ -151,7 +155,9 @@ class ISTFTHead(nn.Module):
             x = self.upsample(x)
         if self.source_in is not None:
             if source is None:
-                raise ValueError("this iSTFT head has a source path (decoder pitch_subframes > 0) and needs a source")
+                raise ValueError(
+                    "this iSTFT head has a source path (decoder pitch_subframes > 0) and needs a source"
+                )
             source_spec = stft_same(source.float(), self.n_fft, self.hop, window)  # [B, bins, F]
             if source_spec.shape[-1] != x.shape[-1]:
                 raise ValueError(
@@ -286,7 +292,9 @@ class JepaDecoder(nn.Module):
         """Per-sub-frame f0 (Hz) and voicing [B, N] -> the harmonic source [B, N * hop / pitch_subframes]."""
         from .pitch import harmonic_source
 
-        return harmonic_source(f0, voiced, self.hop_length // self.pitch_subframes, self.sampling_rate, phase0)
+        return harmonic_source(
+            f0, voiced, self.hop_length // self.pitch_subframes, self.sampling_rate, phase0
+        )
 
     def forward(
         self,
@@ -355,7 +363,9 @@ class JepaDecoder(nn.Module):
                 voiced = torch.where(rows, pitch_override[1].to(voiced), voiced)
             source = self.source(f0, voiced, source_phase0)
         elif pitch_override is not None or source_phase0 is not None:
-            raise ValueError("pitch_override / source_phase0 need a decoder with a pitch path (pitch_subframes > 0)")
+            raise ValueError(
+                "pitch_override / source_phase0 need a decoder with a pitch path (pitch_subframes > 0)"
+            )
         x = self.in_proj(x)
         for i, block in enumerate(self.blocks):
             x = block(x)

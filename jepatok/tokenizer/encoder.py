@@ -128,7 +128,9 @@ class JepaEncoder(nn.Module):
         if self.pitch_subframes:
             out = nn.Linear(PITCH_INPUT_HIDDEN, enc.latent_dim)
             out._zero_init = True  # added to a trained encoder, it starts as a no-op (the same codes)
-            self.pitch_input = nn.Sequential(nn.Linear(2 * self.pitch_subframes, PITCH_INPUT_HIDDEN), nn.GELU(), out)
+            self.pitch_input = nn.Sequential(
+                nn.Linear(2 * self.pitch_subframes, PITCH_INPUT_HIDDEN), nn.GELU(), out
+            )
         init_codec_weights(self, config.init_scheme)
 
     # --- helpers shared with chunked encoding ------------------------------------------------------
@@ -189,7 +191,9 @@ class JepaEncoder(nn.Module):
             return None
         from .pitch import pitch_features_window
 
-        return pitch_features_window(x[:, 0], start, stop, self.hop_length, self.sampling_rate, self.pitch_subframes)
+        return pitch_features_window(
+            x[:, 0], start, stop, self.hop_length, self.sampling_rate, self.pitch_subframes
+        )
 
     def spectral_term(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor | None:
         """The contribution [B, stop - start, D] of the spectral input and the pitch input (each when present) to

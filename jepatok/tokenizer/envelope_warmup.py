@@ -58,9 +58,18 @@ def frame_inputs(
     if pitch_subframes:
         from .pitch import estimate_pitch
 
-        f0, voiced, _ = estimate_pitch(x.view(-1), encoder.sampling_rate, encoder.hop_length // pitch_subframes)
+        f0, voiced, _ = estimate_pitch(
+            x.view(-1), encoder.sampling_rate, encoder.hop_length // pitch_subframes
+        )
         f0, voiced = f0.view(frames, pitch_subframes), voiced.view(frames, pitch_subframes)
-    return {"front": h[0], "spectral": spectral, "pitch_in": pitch_in, "target": target, "f0": f0, "voiced": voiced}
+    return {
+        "front": h[0],
+        "spectral": spectral,
+        "pitch_in": pitch_in,
+        "target": target,
+        "f0": f0,
+        "voiced": voiced,
+    }
 
 
 def _pad(items: list[torch.Tensor | None], frames: int, time_dim: int) -> torch.Tensor | None:
@@ -131,7 +140,9 @@ def trained_modules(codec) -> list[nn.Module]:
     mods += [codec.decoder.envelope_head]
     if codec.decoder.pitch_subframes:
         mods.append(codec.decoder.pitch_head)
-    mods += [m for m in (codec.encoder.spectral_input, codec.encoder.pitch_input, codec.pre_quant) if m is not None]
+    mods += [
+        m for m in (codec.encoder.spectral_input, codec.encoder.pitch_input, codec.pre_quant) if m is not None
+    ]
     return mods
 
 
@@ -212,7 +223,9 @@ def build_cache(codec, source: str, split: str, max_seconds: float, progress: bo
     dec = codec.config.decoder_config
     codec.eval()
     return [
-        frame_inputs(codec.encoder, data[(0, i)], dec.envelope_bands, dec.envelope_subframes, dec.pitch_subframes)
+        frame_inputs(
+            codec.encoder, data[(0, i)], dec.envelope_bands, dec.envelope_subframes, dec.pitch_subframes
+        )
         for i in tqdm(range(len(data)), desc=f"front-end cache ({split})", disable=not progress)
     ]
 
@@ -377,7 +390,9 @@ def run(args: argparse.Namespace) -> int:
     pitch_subframes = getattr(args, "pitch_subframes", None)
     if pitch_subframes is not None:
         if pitch_subframes <= 0:
-            raise ValueError(f"--pitch-subframes must be a positive number of sub-frames, got {pitch_subframes}")
+            raise ValueError(
+                f"--pitch-subframes must be a positive number of sub-frames, got {pitch_subframes}"
+            )
         config = copy.deepcopy(codec.config)
         config.decoder_config = type(config.decoder_config)(
             **{**config.decoder_config.to_dict(), "pitch_subframes": pitch_subframes}

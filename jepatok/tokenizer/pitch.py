@@ -45,7 +45,9 @@ def estimate_pitch(
     if audio.dim() not in (1, 2):
         raise ValueError(f"estimate_pitch expects audio [L] or [B, L], got shape {list(audio.shape)}")
     if not 0 < f0_min < f0_max < sampling_rate / 2:
-        raise ValueError(f"need 0 < f0_min < f0_max < sampling_rate / 2, got {f0_min}, {f0_max}, {sampling_rate}")
+        raise ValueError(
+            f"need 0 < f0_min < f0_max < sampling_rate / 2, got {f0_min}, {f0_max}, {sampling_rate}"
+        )
     single = audio.dim() == 1
     x = audio.float().reshape(1 if single else audio.shape[0], -1)
     frames = x.shape[-1] // hop
@@ -78,7 +80,9 @@ def estimate_pitch(
     left = norm.gather(-1, (best - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1)
     right = norm.gather(-1, (best + 1).clamp(max=lag_max + 1).unsqueeze(-1)).squeeze(-1)
     denom = left - 2 * strength + right
-    shift = torch.where(denom.abs() > 1e-9, 0.5 * (left - right) / denom, torch.zeros_like(denom)).clamp(-0.5, 0.5)
+    shift = torch.where(denom.abs() > 1e-9, 0.5 * (left - right) / denom, torch.zeros_like(denom)).clamp(
+        -0.5, 0.5
+    )
     f0 = sampling_rate / (best.float() + shift)
     rms = seg.square().mean(-1).sqrt()
     loud = 20 * torch.log10(rms.clamp_min(1e-9) / rms.amax(-1, keepdim=True).clamp_min(1e-9)) > silence_db
@@ -102,7 +106,9 @@ def pitch_agreement(ref_audio: torch.Tensor, est_audio: torch.Tensor, sampling_r
         "frames": int(v_r.numel()),
         "voiced_both": int(both.sum()),
         "rmse_cents": float(cents.square().mean().sqrt()) if both.any() else float("nan"),
-        "gross_error": float((cents.abs() > 1200 * math.log2(1.2)).float().mean()) if both.any() else float("nan"),
+        "gross_error": float((cents.abs() > 1200 * math.log2(1.2)).float().mean())
+        if both.any()
+        else float("nan"),
         "median_cents": float(cents.abs().median()) if both.any() else float("nan"),
         "voicing_error": float((v_r != v_e).float().mean()),
         "voiced_reference": float(v_r.float().mean()),
@@ -188,7 +194,9 @@ def pitch_features_window(
     f0, strength = f0[:, k0 : k0 + n], strength[:, k0 : k0 + n]
     b = audio.shape[0]
     feats = torch.stack([torch.log(f0 / PITCH_REF_HZ), strength], dim=1)  # [B, 2, n]
-    return feats.view(b, 2, stop - start, subframes).permute(0, 2, 1, 3).reshape(b, stop - start, 2 * subframes)
+    return (
+        feats.view(b, 2, stop - start, subframes).permute(0, 2, 1, 3).reshape(b, stop - start, 2 * subframes)
+    )
 
 
 def pitch_head_losses(

@@ -114,7 +114,9 @@ class Stage2Args(TrainArgs):
                 f"envelope_teacher_forcing is a probability in [0, 1], got {self.envelope_teacher_forcing}"
             )
         if not 0.0 <= self.pitch_teacher_forcing <= 1.0:
-            raise ValueError(f"pitch_teacher_forcing is a probability in [0, 1], got {self.pitch_teacher_forcing}")
+            raise ValueError(
+                f"pitch_teacher_forcing is a probability in [0, 1], got {self.pitch_teacher_forcing}"
+            )
         if self.pitch_weight < 0:
             raise ValueError(f"pitch_weight must be >= 0, got {self.pitch_weight}")
 
@@ -466,7 +468,9 @@ class Stage2Trainer(CodecTrainer):
                 f0_loss, voicing_loss = self.pitch_loss(pitch, pitch_target)
                 total = total + a.pitch_weight * (f0_loss + voicing_loss)
                 sums["gen_pitch_f0"] = sums.get("gen_pitch_f0", 0.0) + float(f0_loss.detach()) / n
-                sums["gen_pitch_voicing"] = sums.get("gen_pitch_voicing", 0.0) + float(voicing_loss.detach()) / n
+                sums["gen_pitch_voicing"] = (
+                    sums.get("gen_pitch_voicing", 0.0) + float(voicing_loss.detach()) / n
+                )
             acc.backward(total / n)
             for k, v in losses.as_dict("gen_").items():
                 sums[k] = sums.get(k, 0.0) + v / n
