@@ -146,9 +146,9 @@ if [ "$ENVY_STEPS" -gt 0 ]; then
   (decoder_only_stage s2y "$S2Y_STEPS" 300 "$S2Y_EXTRA" "$CORPUS_ALL" "$S2X_LAUNCH") &  # beside the LM's stages
   S2Y_PID=$!
 fi
-if [ ! -f "$RUN/tokenizer/tokenizer_config.json" ]; then
-  log "tokenizer start"
-  $PY - "$CODEC_FINAL" "$LM_CORPUS/train/metadata.csv" "$RUN/tokenizer" "$TEXT_VOCAB" <<'PYEOF'
+# The tokenizer of codec CODEC with a text vocabulary trained on the train transcripts of CORPUS.
+make_tokenizer() {  # CODEC CORPUS OUT
+  $PY - "$1" "$2/train/metadata.csv" "$3" "$TEXT_VOCAB" <<'PYEOF'
 import csv, sys
 from jepatok import JepaSpeechTokenizer
 codec_dir, meta, out, vocab = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -158,6 +158,10 @@ tok = JepaSpeechTokenizer.from_codec(codec_dir, texts=texts, text_vocab_size=voc
 tok.save_pretrained(out)
 print(f"tokenizer: {len(texts)} transcripts, vocabulary {len(tok)}, audio offset {tok.audio_offset}")
 PYEOF
+}
+if [ ! -f "$RUN/tokenizer/tokenizer_config.json" ]; then
+  log "tokenizer start"
+  make_tokenizer "$CODEC_FINAL" "$LM_CORPUS" "$RUN/tokenizer"
   # The voices the checkpoint trains on and holds out (training_voices.json; make demo reads it when shipped).
   $PY -c 'import sys; from jepatok.pretrained import corpus_training_voices as c, write_training_voices as w; w(c(sys.argv[1]), sys.argv[2])' \
       "$LM_CORPUS" "$RUN"
@@ -189,5 +193,24 @@ if [ "$PITCH_ENV_STEPS" -gt 0 ] && [ "$ENVY_STEPS" -gt 0 ] && [ "$S2Y_STEPS" -gt
       > "$RUN/envp.log" 2>&1; log "envp done"; }
   CODEC_FINAL="$RUN/envp/final"
   decoder_only_stage s2q "$S2Q_STEPS" 300 "$S2Q_EXTRA" "$CORPUS_ALL" "env OMP_NUM_THREADS=1 $J"
+  # The LM for the new codes: a tokenizer from 2q's codec (the same transcripts, so the same text pieces and ids),
+  # CORPUS_LM (the seed-0 plan at HOURS_LM hours: it contains CORPUS_ALL, and its validation/test sentences were
+  # never trained on), and a warm start from the LM above (init_from_other_codec: same id layout, other codes).
+  # The shipped checkpoints ran this warm start in two parts: 600 steps on CORPUS_ALL (ninth), then 2000 on the
+  # 8 h corpus from the ninth LM (tenth; model card).
+  CORPUS_LM=${CORPUS_LM:-corpus/v17h8}
+  HOURS_LM=${HOURS_LM:-8}
+  LMQ_STEPS=${LMQ_STEPS:-2600}
+  [ -f "$CORPUS_LM/summary.json" ] || { log "corpus_lm start"; $J build-corpus --out "$CORPUS_LM" --hours "$HOURS_LM" \
+      --seed 0 --variants-per-voice "$VARIANTS" --held-out-voices $HELD_OUT > "$RUN/corpus_lm.log" 2>&1; log "corpus_lm done"; }
+  if [ ! -f "$RUN/tokenizer_q/tokenizer_config.json" ]; then
+    make_tokenizer "$CODEC_FINAL" "$LM_CORPUS" "$RUN/tokenizer_q"
+    log "tokenizer_q done"
+  fi
+  [ -f "$RUN/pretok_q/dataset_dict.json" ] || { log "pretokenize_q start"; $J pretokenize --codec "$RUN/tokenizer_q" \
+      --data "$CORPUS_LM" --out "$RUN/pretok_q" --num-proc 2 > "$RUN/pretok_q.log" 2>&1; log "pretokenize_q done"; }
+  [ -f "$RUN/lmq/final/config.json" ] || { log "lmq start"; $LM_LAUNCH train-lm --recipe small --data "$RUN/pretok_q" \
+      --tokenizer "$RUN/tokenizer_q" --output-dir "$RUN/lmq" --max-steps "$LMQ_STEPS" $LM_EXTRA \
+      init_from="$RUN/lm/final" init_from_other_codec=true > "$RUN/lmq.log" 2>&1; log "lmq done"; }
 fi
 log "all done"
