@@ -233,3 +233,65 @@ def test_encoder_pitch_input_is_frame_local_starts_as_a_no_op_and_keeps_chunks_e
     assert codec_identity(new)["codes_hash"] != codec_identity(old)["codes_hash"]
     with pytest.raises(ValueError, match="pitch_input_subframes"):
         JepaCodecConfig.from_preset("tiny", encoder_config={"pitch_input_subframes": 3})
+
+
+def _probe_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "probe_pitch.py"
+    spec = importlib.util.spec_from_file_location("probe_pitch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_probe_pitch_script_follows_the_codec_frame_path_and_its_probes_fit():
+    """scripts/probe_pitch.py: its stages are the codec's own frame path (the pitch head's output and the
+    quantized latents equal the warm-up's), ridge probes fit a linear map on the voiced rows only, and the
+    score is in cents."""
+    from jepatok.tokenizer.envelope_warmup import collate, envelope_forward, frame_inputs, frame_latents
+
+    probe = _probe_script()
+    torch.manual_seed(0)
+    config = JepaCodecConfig.from_preset(
+        "tiny",
+        decoder_config={**PITCH, "envelope_bands": 4, "envelope_subframes": 4, "frame_layers": 1},
+        encoder_config={"pitch_input_subframes": 4},
+        fsq_config={"pre_projection": True, "input_rms": 0.8},
+    )
+    codec = JepaCodecModel(config).eval()
+    clip = 0.3 * torch.sin(torch.arange(16 * 80) * 2 * math.pi * 140 / 8000) + 0.05 * torch.randn(16 * 80)
+    dec = config.decoder_config
+    cached = frame_inputs(
+        codec.encoder, clip, dec.envelope_bands, dec.envelope_subframes, dec.pitch_subframes
+    )
+    stages = probe.stages(codec, cached)
+    batch = collate([cached], [0])
+    with torch.no_grad():
+        _, pitch = envelope_forward(codec, batch, return_pitch=True)
+        quantized = codec.quantize(frame_latents(codec, batch)).quantized
+    torch.testing.assert_close(stages["_head"], pitch[0, 0].view(-1, 4).double())
+    torch.testing.assert_close(stages["quantized"], quantized[0].double())
+    assert {"pitch_input", "pitch_term", "bottleneck", "conformer", "fsq_input", "frame_features"} <= set(
+        stages
+    )
+    assert all(v.shape[0] == 80 for k, v in stages.items() if not k.startswith("_rms"))
+    assert probe.neighbours(stages["conformer"]).shape == (80, 3 * 128)
+
+    # a linear target on voiced rows, garbage on the others: the ridge probe ignores the unvoiced rows
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(600, 10, dtype=torch.float64, generator=g)
+    y = x @ torch.randn(10, 3, dtype=torch.float64, generator=g) * 0.1
+    voiced = torch.rand(600, 3, generator=g) > 0.3
+    y_noisy = torch.where(voiced, y, 100 * torch.randn(600, 3, dtype=torch.float64, generator=g))
+    pred = probe.ridge_probe(x[:400], y_noisy[:400], voiced[:400], x[400:], y[400:], voiced[400:], 1e-6)
+    median, gross = probe.score(pred, y[400:], voiced[400:])
+    assert median < 0.01 and gross == 0.0
+    semitone = torch.full((4, 1), math.log(2) / 12, dtype=torch.float64)
+    assert probe.score(
+        semitone, torch.zeros(4, 1, dtype=torch.float64), torch.ones(4, 1, dtype=torch.bool)
+    ) == (
+        pytest.approx(100.0),
+        0.0,
+    )
