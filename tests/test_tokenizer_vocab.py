@@ -204,3 +204,48 @@ def test_sentencepiece_training_validation():
     assert len(train_sentencepiece(None, 400)) > 0  # letters + byte pieces without texts
     with pytest.raises(ValueError, match="too small: the texts use"):
         train_sentencepiece(["".join(chr(0x4E00 + i) for i in range(100))], text_vocab_size=300)
+
+
+def test_phonemize_gives_ipa_and_clear_errors(monkeypatch):
+    from jepatok.tokenizer import phonemes
+
+    ipa = phonemes.phonemize("The cat sat.")
+    assert "k" in ipa and "æ" in ipa and len(ipa.split()) == 3  # three words, IPA letters
+    assert phonemes.phonemize("-v xx the cat") != ""  # read from stdin: never an option
+    assert phonemes.phonemize("   ") == ""
+    with pytest.raises(ValueError, match="text_frontend must be one of"):
+        phonemes.check_text_frontend("arpabet")
+    phonemes.phonemize.cache_clear()
+    monkeypatch.setattr(phonemes.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="espeak-ng"):
+        phonemes.phonemize("a new sentence")
+    phonemes.phonemize.cache_clear()
+
+
+def test_espeak_ipa_text_frontend_round_trips_and_keeps_spelling_configs_unchanged(tok, tmp_path):
+    """text_frontend="espeak-ipa": pieces learned from and applied to phonemes, saved and reloaded with the
+    tokenizer, kept by with_codec; a spelling tokenizer's saved config has no such key (as before it existed)."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from jepatok.tokenizer.phonemes import phonemize
+
+    codec = tok.codec
+    ipa = JepaSpeechTokenizer.from_codec(codec, texts=TEXTS, text_vocab_size=320, text_frontend="espeak-ipa")
+    ids = ipa("the lazy fox")["input_ids"]
+    assert ipa.decode(ids, skip_special_tokens=True) == phonemize("the lazy fox")
+    assert ipa.tokenize("the lazy fox") != tok.tokenize("the lazy fox")
+    # audio tokens inside a text are kept as they are; only the text spans are phonemized
+    assert ipa.tokenize("the fox<|a3|>")[-1] == "<|a3|>"
+    ipa.save_pretrained(tmp_path / "ipa")
+    saved = json.loads((tmp_path / "ipa" / "tokenizer_config.json").read_text())
+    assert saved["text_frontend"] == "espeak-ipa"
+    again = AutoTokenizer.from_pretrained(tmp_path / "ipa")
+    assert again.text_frontend == "espeak-ipa" and again("the lazy fox")["input_ids"] == ids
+    assert again.with_codec(codec).text_frontend == "espeak-ipa"
+    tok.save_pretrained(tmp_path / "spelling")
+    assert "text_frontend" not in json.loads((tmp_path / "spelling" / "tokenizer_config.json").read_text())
+    assert AutoTokenizer.from_pretrained(tmp_path / "spelling").text_frontend == "spelling"
+    with pytest.raises(ValueError, match="text_frontend"):
+        JepaSpeechTokenizer.from_codec(codec, texts=TEXTS, text_vocab_size=320, text_frontend="ipa")

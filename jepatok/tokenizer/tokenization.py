@@ -113,6 +113,9 @@ class JepaSpeechTokenizer(CodecAudioMixin, TemplateMixin, PreTrainedTokenizer):
             from the `codec/` subfolder); the codec loads lazily from its folder.
         codec_weights_file (`str`, *optional*): Path of the codec's safetensors (resolved alongside).
         text_token, audio_token, end_of_audio_token (`str`): Template markers.
+        text_frontend (`str`, "spelling"): What the SentencePiece pieces are made of: "spelling" (the text
+            as written) or "espeak-ipa" (espeak-ng's IPA phonemes of it, `tokenizer.phonemes`; decoding text
+            ids then gives phonemes). Saved in tokenizer_config.json when not "spelling".
     """
 
     vocab_files_names = {
@@ -136,8 +139,16 @@ class JepaSpeechTokenizer(CodecAudioMixin, TemplateMixin, PreTrainedTokenizer):
         text_token: str = "<text>",
         audio_token: str = "<audio>",
         end_of_audio_token: str = "<end_of_audio>",
+        text_frontend: str = "spelling",
         **kwargs,
     ):
+        from .phonemes import check_text_frontend
+
+        self.text_frontend = check_text_frontend(text_frontend)
+        if (
+            text_frontend != "spelling"
+        ):  # kept out of the saved config of spelling tokenizers (as before it existed)
+            kwargs["text_frontend"] = text_frontend
         if vocab_file is None or not os.path.isfile(vocab_file):
             raise ValueError(f"vocab_file must be an existing SentencePiece model file, got {vocab_file!r}")
         # After a save/load round trip HF hands the *_token markers over as model_specific_special_tokens.
@@ -201,6 +212,7 @@ class JepaSpeechTokenizer(CodecAudioMixin, TemplateMixin, PreTrainedTokenizer):
         texts: Iterable[str] | None = None,
         text_vocab_size: int = 4000,
         model_type: str = "unigram",
+        text_frontend: str = "spelling",
         **kwargs,
     ) -> JepaSpeechTokenizer:
         """Train the SentencePiece text vocabulary on `texts` and attach `codec`.
@@ -210,11 +222,19 @@ class JepaSpeechTokenizer(CodecAudioMixin, TemplateMixin, PreTrainedTokenizer):
             texts: Transcripts for the text vocabulary (see `train_sentencepiece`).
             text_vocab_size: Soft size of the text vocabulary, special and byte pieces included.
             model_type: SentencePiece model type, `"unigram"` or `"bpe"`.
+            text_frontend: `"spelling"` or `"espeak-ipa"`: the pieces are learned from (and every text is
+                tokenized as) espeak-ng's IPA phonemes of the text (`tokenizer.phonemes`).
             kwargs: Passed to `__init__` (e.g. `model_max_length`, `padding_side`).
         """
+        from .phonemes import check_text_frontend, phonemize
+
         codec, codec_dir = _codec_argument(codec)
+        if check_text_frontend(text_frontend) == "espeak-ipa" and texts is not None:
+            texts = [phonemize(t) if isinstance(t, str) else t for t in texts]
         model = train_sentencepiece(texts, text_vocab_size=text_vocab_size, model_type=model_type)
-        return cls._attach(model, codec, codec_dir, int(codec.config.codebook_size), **kwargs)
+        return cls._attach(
+            model, codec, codec_dir, int(codec.config.codebook_size), text_frontend=text_frontend, **kwargs
+        )
 
     @classmethod
     def _attach(cls, sp_model: bytes, codec, codec_dir: str | None, codebook_size: int, **kwargs):
@@ -263,7 +283,11 @@ class JepaSpeechTokenizer(CodecAudioMixin, TemplateMixin, PreTrainedTokenizer):
                 f"the codec makes different tokens: {diff[0]} {diff[2]} != {diff[1]} (this tokenizer's); build a "
                 "new tokenizer with JepaSpeechTokenizer.from_codec and re-tokenize your data"
             )
-        kwargs = {"model_max_length": self.model_max_length, "padding_side": self.padding_side}
+        kwargs = {
+            "model_max_length": self.model_max_length,
+            "padding_side": self.padding_side,
+            "text_frontend": self.text_frontend,
+        }
         return type(self)._attach(self.sp_model_bytes, codec, codec_dir, self.codebook_size, **kwargs)
 
     @property
@@ -321,12 +345,20 @@ class JepaSpeechTokenizer(CodecAudioMixin, TemplateMixin, PreTrainedTokenizer):
         for match in RESERVED_RE.finditer(text):
             self._check_audio_token(match.group(0))
             if match.start() > pos:
-                pieces.extend(self.sp_model.encode(text[pos : match.start()], out_type=str))
+                pieces.extend(self._text_pieces(text[pos : match.start()]))
             pieces.append(match.group(0))
             pos = match.end()
         if pos < len(text):
-            pieces.extend(self.sp_model.encode(text[pos:], out_type=str))
+            pieces.extend(self._text_pieces(text[pos:]))
         return pieces
+
+    def _text_pieces(self, text: str) -> list[str]:
+        """SentencePiece pieces of a plain text span (phonemized first with the espeak-ipa front-end)."""
+        if self.text_frontend == "espeak-ipa":
+            from .phonemes import phonemize
+
+            text = phonemize(text)
+        return self.sp_model.encode(text, out_type=str)
 
     def _check_audio_token(self, token: str) -> int:
         match = AUDIO_TOKEN_RE.fullmatch(token)

@@ -56,6 +56,7 @@ S2C_EXTRA=${S2C_EXTRA:-"lr=1.0e-3 mel_weight=1.0 warmup_steps=50 envelope_weight
 S2_LAUNCH=${S2_LAUNCH:-".venv/bin/accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m jepatok.cli"}
 LM_STEPS=${LM_STEPS:-2000}              # the seventh checkpoint: 1000 on corpus/var16
 TEXT_VOCAB=${TEXT_VOCAB:-1000}
+TEXT_FRONTEND=${TEXT_FRONTEND:-spelling}  # or espeak-ipa: the tokenizer's text pieces are IPA phonemes (new ids)
 # Digit-factorized audio embeddings (audio_digit_radix=4; README, speech LM training) on one 2-thread process.
 LM_EXTRA=${LM_EXTRA:-"per_device_batch_size=4 gradient_accumulation_steps=1 warmup_steps=50 eval_steps=250 save_steps=250 max_eval_blocks=32 audio_digit_radix=4"}
 LM_LAUNCH=${LM_LAUNCH:-"env OMP_NUM_THREADS=2 $J"}  # or ".venv/bin/accelerate launch --config_file recipes/accelerate/lm_ddp_cpu2.yaml -m jepatok.cli"
@@ -148,13 +149,13 @@ if [ "$ENVY_STEPS" -gt 0 ]; then
 fi
 # The tokenizer of codec CODEC with a text vocabulary trained on the train transcripts of CORPUS.
 make_tokenizer() {  # CODEC CORPUS OUT
-  $PY - "$1" "$2/train/metadata.csv" "$3" "$TEXT_VOCAB" <<'PYEOF'
+  $PY - "$1" "$2/train/metadata.csv" "$3" "$TEXT_VOCAB" "$TEXT_FRONTEND" <<'PYEOF'
 import csv, sys
 from jepatok import JepaSpeechTokenizer
-codec_dir, meta, out, vocab = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+codec_dir, meta, out, vocab, frontend = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 with open(meta, newline="") as f:
     texts = [row["text"] for row in csv.DictReader(f) if row["text"]]
-tok = JepaSpeechTokenizer.from_codec(codec_dir, texts=texts, text_vocab_size=vocab)
+tok = JepaSpeechTokenizer.from_codec(codec_dir, texts=texts, text_vocab_size=vocab, text_frontend=frontend)
 tok.save_pretrained(out)
 print(f"tokenizer: {len(texts)} transcripts, vocabulary {len(tok)}, audio offset {tok.audio_offset}")
 PYEOF
