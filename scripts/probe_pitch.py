@@ -4,7 +4,8 @@ For each stage of a codec with a pitch path (the encoder's pitch input, the bott
 Conformer output, FSQ's input after the projection and RMS rescaling, the quantized latents, the decoder's frame
 features) a ridge regression from that stage's frame vector (with `--context 1`, and its two neighbours) to the
 ln-F0 values of the frame's sub-frames is fitted on clips of one split and scored on another: the median absolute
-error in cents over voiced sub-frames and the gross error rate (> 20 % off). The decoder's own pitch head is scored the same way.
+error in cents over voiced sub-frames and the gross error rate (> 20 % off). The decoder's own pitch head's
+output is scored on the same sub-frames, without a probe.
 With `--mlp N`, a two-layer MLP probe (hidden 256, N full-batch Adam steps on the L1 of ln F0 over voiced
 sub-frames, the pitch head's own loss) is scored beside the ridge one: a linear probe only bounds what a stage
 carries from below. A stage whose probe is much worse than the one before it is where precision is lost.
@@ -92,12 +93,9 @@ def stages(codec, clip: dict) -> dict[str, torch.Tensor]:
     out["bottleneck"] = z[0].double()
     h = enc.conformer_stack(z, None)[0]
     out["conformer"] = h[0].double()
-    lat = codec.pre_quant(h) if codec.pre_quant is not None else h
-    rms = codec.config.fsq_config.input_rms
-    if rms > 0:
-        lat = lat * (rms / lat.pow(2).mean(-1, keepdim=True).add(1e-12).sqrt())
+    lat = codec.quantizer_input(h)
     out["fsq_input"] = lat[0].double()
-    q = codec.quantize(h).quantized
+    q = codec.quantizer(lat).quantized
     out["quantized"] = q[0].double()
     feats = dec.frame_features(q, b["mask"])
     out["frame_features"] = feats[0].T.double()
@@ -146,13 +144,11 @@ def main() -> None:
                 codec.encoder, data[(0, i)], dec.envelope_bands, dec.envelope_subframes, dec.pitch_subframes
             )
             for k, v in stages(codec, clip).items():
-                rows.setdefault(k, []).append(
-                    v.view(1)
-                    if k.startswith("_rms")
-                    else v
-                    if k.startswith("_") or not args.context
-                    else neighbours(v)
-                )
+                if k.startswith("_rms"):
+                    v = v.view(1)
+                elif args.context and not k.startswith("_"):
+                    v = neighbours(v)
+                rows.setdefault(k, []).append(v)
             targets.append(torch.log(clip["f0"].clamp_min(1.0) / PITCH_REF_HZ).double())
             masks.append(clip["voiced"].bool())
         return {k: torch.cat(v) for k, v in rows.items()}, torch.cat(targets), torch.cat(masks)

@@ -213,10 +213,9 @@ class JepaCodecModel(JepaCodecPreTrainedModel):
         self.post_init()
 
     # --- quantization ------------------------------------------------------------------------------
-    def quantize(self, latents: torch.Tensor) -> JepaQuantizerOutput:
-        """latents [B, T, D] -> quantized [B, T, D], FSQ indices [B, T, D] and packed codes [B, T, G]
-        (through `pre_quant` first when the config has `fsq.pre_projection`, then rescaled to `fsq.input_rms`
-        per frame when it is > 0; in fp32 like FSQ)."""
+    def quantizer_input(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [B, T, D] -> what FSQ rounds: through `pre_quant` first when the config has
+        `fsq.pre_projection`, then rescaled to `fsq.input_rms` per frame when it is > 0 (in fp32 like FSQ)."""
         with torch.autocast(device_type=latents.device.type, enabled=False):
             if self.pre_quant is not None:
                 latents = self.pre_quant(latents.float())
@@ -224,7 +223,12 @@ class JepaCodecModel(JepaCodecPreTrainedModel):
             if rms > 0:  # each frame's vector to RMS `input_rms`: FSQ's tanh is never saturated
                 latents = latents.float()
                 latents = latents * (rms / latents.pow(2).mean(-1, keepdim=True).add(1e-12).sqrt())
-        out = self.quantizer(latents)
+        return latents
+
+    def quantize(self, latents: torch.Tensor) -> JepaQuantizerOutput:
+        """latents [B, T, D] -> quantized [B, T, D], FSQ indices [B, T, D] and packed codes [B, T, G]
+        (FSQ of `quantizer_input(latents)`)."""
+        out = self.quantizer(self.quantizer_input(latents))
         codes = pack(out.indices, self.config.fsq_config.levels, self.config.fsq_config.group_size)
         return JepaQuantizerOutput(quantized=out.quantized, indices=out.indices, audio_codes=codes)
 

@@ -145,9 +145,8 @@ class JepaSpeechTokenizer(CodecAudioMixin, TemplateMixin, PreTrainedTokenizer):
         from .phonemes import check_text_frontend
 
         self.text_frontend = check_text_frontend(text_frontend)
-        if (
-            text_frontend != "spelling"
-        ):  # kept out of the saved config of spelling tokenizers (as before it existed)
+        # Saved only when not "spelling", so spelling tokenizers keep the config they had before it existed.
+        if text_frontend != "spelling":
             kwargs["text_frontend"] = text_frontend
         if vocab_file is None or not os.path.isfile(vocab_file):
             raise ValueError(f"vocab_file must be an existing SentencePiece model file, got {vocab_file!r}")
