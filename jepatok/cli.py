@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "jepatok.eval.evaluate_tts",
         "text-to-speech WER of a speech LM on held-out sentences, beside ground truth and codec resynthesis",
     ),
+    "compare-tts": (
+        "jepatok.eval.compare_tts",
+        "paired bootstrap of two eval-tts runs on the same sentences: is B's WER really lower than A's?",
+    ),
     "bench": ("jepatok.eval.bench", "codec encode/decode speed next to HF MimiModel"),
     "train-lm": ("jepatok.lm.train", "train the speech LM on pre-tokenized data"),
     "generate": ("jepatok.lm.cli_generate", "text-to-speech or speech continuation with a trained LM"),

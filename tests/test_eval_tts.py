@@ -81,6 +81,8 @@ def test_evaluate_writes_outputs_and_scores(folder, tmp_path):
     for key in ("tts", "ground_truth", "resynthesis"):
         assert m[key]["wer"] == pytest.approx(expected.wer) and m[key]["cer"] == pytest.approx(expected.cer)
     assert m["target"]["limit"] == pytest.approx(2 * expected.wer)
+    lo, hi = m["tts"]["wer_ci95"]  # sentence-bootstrap interval around the corpus WER
+    assert lo <= m["tts"]["wer"] <= hi and lo < hi  # the three sentences' WERs differ
     assert m["target"]["met"] is True  # equal WERs are within twice
     assert m["reference_words"] == sum(len(normalize_text(t).split()) for t in texts)  # "one two" -> "12"
     hop = round(tok.sampling_rate / tok.frame_rate)

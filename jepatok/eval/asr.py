@@ -78,6 +78,46 @@ def error_rates(references: list[str], hypotheses: list[str]) -> ErrorRates:
     return ErrorRates(wer=float(words.wer), cer=float(chars.cer), words=sum(len(r.split()) for r in refs))
 
 
+@dataclass
+class SentenceEdits:
+    """Edit counts of one transcript against its reference (after normalisation): the numerators and
+    denominators that corpus-level WER/CER sum, so per-sentence results can be resampled exactly."""
+
+    word_edits: int  # substitutions + deletions + insertions, in words
+    words: int  # reference words
+    char_edits: int  # the same, in characters
+    chars: int  # reference characters (spaces included, as jiwer counts them)
+
+
+def sentence_edits(reference: str, hypothesis: str) -> SentenceEdits:
+    """Word and character edit counts of `hypothesis` against `reference`; both are normalised first.
+
+    Summing `word_edits` over sentences and dividing by the summed `words` gives `error_rates(...).wer`.
+    Raises `ValueError` when the normalised reference has no word (its rate is undefined).
+
+    Args:
+        reference: ground-truth transcript.
+        hypothesis: ASR transcript.
+    """
+    try:
+        import jiwer
+    except ImportError as err:
+        raise MetricUnavailable(f"package `jiwer` is not installed ({err}); install jepatok[eval]") from err
+    ref_n, hyp_n = normalize_text(reference), normalize_text(hypothesis)
+    if not ref_n:
+        raise ValueError(
+            f"reference {reference!r} has no word after normalisation; its error rate is undefined"
+        )
+    w = jiwer.process_words([ref_n], [hyp_n])
+    c = jiwer.process_characters([ref_n], [hyp_n])
+    return SentenceEdits(
+        word_edits=int(w.substitutions + w.deletions + w.insertions),
+        words=int(w.hits + w.substitutions + w.deletions),
+        char_edits=int(c.substitutions + c.deletions + c.insertions),
+        chars=int(c.hits + c.substitutions + c.deletions),
+    )
+
+
 def resolve_asr_model(name_or_path: str | None) -> str:
     """Model location for faster-whisper: the bundled tiny.en for None/"bundled", a directory as is, or a
     model name (faster-whisper resolves it through its cache; needs network the first time).

@@ -9,7 +9,8 @@ text (seeded per sentence, so a sentence's sample does not depend on N), and the
 * the recording encoded and decoded by the LM's codec -> **resynthesis WER**, the codec's ceiling on TTS: an LM
   that predicted the recording's own tokens would score this.
 
-The issue-7 target reads "TTS WER at most twice the ground-truth WER"; `metrics.json` records the limit and
+`tts` in `metrics.json` also carries sentence-bootstrap 95% intervals (`wer_ci95`, `cer_ci95`); to compare
+two runs on the same sentences use `jepatok compare-tts` (a paired bootstrap). The issue-7 target reads "TTS WER at most twice the ground-truth WER"; `metrics.json` records the limit and
 whether it is met, plus how many samples ended with the LM's end-of-speech token (the rest ran to
 `max_seconds`) and the generated-to-recording duration ratio. Outputs: `OUT/metrics.json`,
 `OUT/sentences.csv`, `OUT/tts/NNN.wav` (generated) and `OUT/resynth/NNN.wav`; each file written atomically.
@@ -128,6 +129,7 @@ def evaluate_tts(
     from ..lm.args import atomic_write_text
     from ..lm.generation import SpeechGenerationPipeline
     from .asr import SpeechRecognizer, error_rates
+    from .compare_tts import bootstrap_rate_ci, sentence_counts
 
     if not clips:
         raise ValueError("evaluate_tts needs at least one clip with a transcript")
@@ -177,6 +179,12 @@ def evaluate_tts(
         return {"wer": rates.wer, "cer": rates.cer}
 
     tts, gt = corpus_rates("tts_transcript"), corpus_rates("recording_transcript")
+    # Sentence-resampled 95% intervals of the TTS rates (how far 20-60 sentences pin them down);
+    # `jepatok compare-tts` does the paired version for two runs.
+    per_sentence = [asdict(r) for r in results]
+    counts = sentence_counts(per_sentence, "tts")
+    tts["wer_ci95"] = bootstrap_rate_ci(counts["word_edits"], counts["words"], seed=seed)
+    tts["cer_ci95"] = bootstrap_rate_ci(counts["char_edits"], counts["chars"], seed=seed)
     metrics = {
         "sentences": len(results),
         "reference_words": error_rates(texts, texts).words,
@@ -194,7 +202,7 @@ def evaluate_tts(
         "duration_ratio": float(
             np.mean([r.generated_seconds / max(r.recording_seconds, 1e-6) for r in results])
         ),
-        "per_sentence": [asdict(r) for r in results],
+        "per_sentence": per_sentence,
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
     buf = io.StringIO()
@@ -209,7 +217,9 @@ def evaluate_tts(
 def summary_lines(metrics: dict) -> list[str]:
     """A few printable lines: the three WERs, the target, EOS rate and duration ratio."""
     lines = [f"{metrics['sentences']} sentences, {metrics['reference_words']} words, ASR {metrics['asr']}"]
-    lines.append(f"TTS WER            {metrics['tts']['wer']:.3f}  (CER {metrics['tts']['cer']:.3f})")
+    t = metrics["tts"]
+    ci = f" [95% CI {t['wer_ci95'][0]:.3f}, {t['wer_ci95'][1]:.3f}]" if "wer_ci95" in t else ""
+    lines.append(f"TTS WER            {t['wer']:.3f}{ci}  (CER {t['cer']:.3f})")
     if metrics.get("resynthesis"):
         r = metrics["resynthesis"]
         lines.append(
