@@ -81,6 +81,7 @@ def test_evaluate_writes_outputs_and_scores(folder, tmp_path):
     for key in ("tts", "ground_truth", "resynthesis"):
         assert m[key]["wer"] == pytest.approx(expected.wer) and m[key]["cer"] == pytest.approx(expected.cer)
     assert m["target"]["limit"] == pytest.approx(2 * expected.wer)
+    assert m["settings"]["guidance_scale"] == 1.0
     lo, hi = m["tts"]["wer_ci95"]  # sentence-bootstrap interval around the corpus WER
     assert lo <= m["tts"]["wer"] <= hi and lo < hi  # the three sentences' WERs differ
     assert m["target"]["met"] is True  # equal WERs are within twice

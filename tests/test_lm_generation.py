@@ -116,6 +116,8 @@ def test_generate_cli_writes_wavs(saved, tmp_path, capsys):
         "0",
         "--top-k",
         "10",
+        "--guidance-scale",
+        "2",
     ]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)

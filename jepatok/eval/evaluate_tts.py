@@ -107,6 +107,7 @@ def evaluate_tts(
     max_seconds: float = 12.0,
     asr=None,
     resynthesis: bool = True,
+    guidance_scale: float = 1.0,
 ) -> dict:
     """Speak each clip's text with `lm`, transcribe it, its recording and (with `resynthesis`) the codec's
     resynthesis of the recording; write the outputs (module docstring) and return the metrics.
@@ -121,6 +122,7 @@ def evaluate_tts(
         max_seconds: cap on generated speech; sentence i gets min(max_seconds, 1 + 0.6 * words).
         asr: a `SpeechRecognizer` (default: the bundled Whisper tiny.en).
         resynthesis: also score the codec's resynthesis of each recording.
+        guidance_scale: classifier-free guidance toward the text (1 = off; `jepatok.lm.guidance`).
     """
     import torch
     from tqdm.auto import tqdm
@@ -150,6 +152,7 @@ def evaluate_tts(
             temperature=temperature,
             top_k=top_k,
             seed=seed + i,
+            guidance_scale=guidance_scale,
         )
         audio, sr = np.asarray(gen["audio"], dtype=np.float32), int(gen["sampling_rate"])
         write_wav(out / "tts" / f"{i:03d}.wav", audio, sr)
@@ -189,7 +192,13 @@ def evaluate_tts(
         "sentences": len(results),
         "reference_words": error_rates(texts, texts).words,
         "asr": getattr(asr, "name", type(asr).__name__),
-        "settings": {"seed": seed, "temperature": temperature, "top_k": top_k, "max_seconds": max_seconds},
+        "settings": {
+            "seed": seed,
+            "temperature": temperature,
+            "top_k": top_k,
+            "max_seconds": max_seconds,
+            "guidance_scale": guidance_scale,
+        },
         "tts": tts,
         "ground_truth": gt,
         "resynthesis": corpus_rates("resynthesis_transcript") if resynthesis else None,
@@ -250,6 +259,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="sentence i is sampled with seed + i")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top-k", type=int, default=50)
+    parser.add_argument(
+        "--guidance-scale", type=float, default=1.0, help="classifier-free guidance toward the text (1 = off)"
+    )
     parser.add_argument("--max-seconds", type=float, default=12.0)
     parser.add_argument(
         "--asr", default=None, help="faster-whisper model dir or name (default: bundled tiny.en)"
@@ -277,6 +289,7 @@ def run(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds,
         asr=SpeechRecognizer(args.asr),
         resynthesis=not args.no_resynthesis,
+        guidance_scale=args.guidance_scale,
     )
     print("\n".join(summary_lines(metrics)))
     print(f"wrote {Path(args.out) / 'metrics.json'}")

@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=50)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=1.0,
+        help="classifier-free guidance toward the text (1 = off, e.g. 2 follows the text more closely)",
+    )
+    parser.add_argument(
         "--max-seconds", type=float, default=10.0, help="maximum audio length (prompt included)"
     )
     parser.add_argument("--seed", type=int, default=None)
@@ -101,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        guidance_scale=args.guidance_scale,
         do_sample=not args.greedy,
         max_seconds=args.max_seconds,
         seed=args.seed,

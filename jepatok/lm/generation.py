@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList, Pipeline
 
+from .guidance import TextGuidanceLogitsProcessor, check_guidance_scale, unconditional_prompt
 from .logits import FrameGrammar, FrameGrammarLogitsProcessor, check_frame_grammar
 from .modeling import check_lm_tokenizer
 
@@ -66,6 +67,9 @@ class SpeechGenerationPipeline(Pipeline):
         max_seconds (float, 10.0): audio generated at most (whole frames; `<eos>` is forced after).
         min_frames (int, 1): frames before `<eos>` is allowed.
         seed (int | None): seeds torch before each batch for reproducible sampling.
+        guidance_scale (float, 1.0): classifier-free guidance toward the text (`jepatok.lm.guidance`): each step
+            also runs the LM on the prompt without its text and samples from uncond + w * (cond - uncond);
+            1 is off, > 1 follows the text more closely; continuation prompts (no text) are unaffected.
         batch_size (int, 8): prompts per `generate` call for list inputs.
         include_prompt_audio (bool, False): the returned audio starts with the prompt's audio.
     Returns: per input, `{"audio": np.ndarray float32 [L], "sampling_rate": int, "ids": list[int]}` where
@@ -98,6 +102,7 @@ class SpeechGenerationPipeline(Pipeline):
         max_seconds=None,
         min_frames=None,
         seed=None,
+        guidance_scale=None,
         include_prompt_audio=None,
         sampling_rate=None,
         **kwargs,
@@ -115,6 +120,7 @@ class SpeechGenerationPipeline(Pipeline):
                 max_seconds=max_seconds,
                 min_frames=min_frames,
                 seed=seed,
+                guidance_scale=None if guidance_scale is None else check_guidance_scale(guidance_scale),
             ).items()
             if v is not None
         }
@@ -164,8 +170,19 @@ class SpeechGenerationPipeline(Pipeline):
         max_seconds: float = 10.0,
         min_frames: int = 1,
         seed: int | None = None,
+        guidance_scale: float = 1.0,
     ) -> dict[str, Any]:
         processor = FrameGrammarLogitsProcessor(self.grammar, max_seconds=max_seconds, min_frames=min_frames)
+        processors = [processor]
+        if guidance_scale != 1.0:  # guidance first: the grammar then masks the guided scores
+            tok = self.tokenizer
+            uncond = [
+                unconditional_prompt(p.input_ids, int(tok.bos_token_id), int(tok.audio_token_id))
+                for p in prompts
+            ]
+            processors.insert(
+                0, TextGuidanceLogitsProcessor(self.model, uncond, int(tok.pad_token_id), guidance_scale)
+            )
         G = self.grammar.tokens_per_frame
         # max_seconds bounds all audio after <audio>, the prompt's own frames included.
         prompt_frames = [p.prompt_audio_tokens // G for p in prompts]
@@ -182,7 +199,7 @@ class SpeechGenerationPipeline(Pipeline):
         sequences = self.model.generate(
             input_ids=input_ids.to(self.device),
             attention_mask=attention_mask.to(self.device),
-            logits_processor=LogitsProcessorList([processor]),
+            logits_processor=LogitsProcessorList(processors),
             do_sample=do_sample,
             max_new_tokens=max_new,
             eos_token_id=int(self.tokenizer.eos_token_id),
