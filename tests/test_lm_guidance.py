@@ -43,7 +43,7 @@ def test_cached_unconditional_pass_matches_full_recomputation():
     cond_ids = torch.randint(7, 300, (2, 9), generator=g)  # stands in for the (padded) conditional batch
     grown = [list(p) for p in uncond]
     with torch.no_grad():
-        for step in range(4):
+        for _step in range(4):
             scores = torch.randn(2, lm.config.vocab_size, generator=g)
             scores[:, 5] = -float("inf")  # an id the conditional side ruled out stays out
             out = proc(cond_ids, scores)
