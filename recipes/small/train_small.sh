@@ -213,5 +213,25 @@ if [ "$PITCH_ENV_STEPS" -gt 0 ] && [ "$ENVY_STEPS" -gt 0 ] && [ "$S2Y_STEPS" -gt
   [ -f "$RUN/lmq/final/config.json" ] || { log "lmq start"; $LM_LAUNCH train-lm --recipe small --data "$RUN/pretok_q" \
       --tokenizer "$RUN/tokenizer_q" --output-dir "$RUN/lmq" --max-steps "$LMQ_STEPS" $LM_EXTRA \
       init_from="$RUN/lm/final" init_from_other_codec=true > "$RUN/lmq.log" 2>&1; log "lmq done"; }
+  # The phoneme LM (LMP_STEPS > 0): text pieces of espeak-ng IPA phonemes (TEXT_FRONTEND=espeak-ipa) learned from the
+  # train transcripts of CORPUS_LMP (the seed-0 plan at HOURS_LMP hours: it contains CORPUS_LM, with twice its
+  # distinct sentences), that corpus pre-tokenized with the same codec, and a warm start from lmq (same codes and id
+  # layout: its text embeddings then stand for other pieces and are relearned).
+  LMP_STEPS=${LMP_STEPS:-0}
+  if [ "$LMP_STEPS" -gt 0 ]; then
+    CORPUS_LMP=${CORPUS_LMP:-corpus/v17h16}
+    HOURS_LMP=${HOURS_LMP:-16}
+    [ -f "$CORPUS_LMP/summary.json" ] || { log "corpus_lmp start"; $J build-corpus --out "$CORPUS_LMP" --hours "$HOURS_LMP" \
+        --seed 0 --variants-per-voice "$VARIANTS" --held-out-voices $HELD_OUT > "$RUN/corpus_lmp.log" 2>&1; log "corpus_lmp done"; }
+    if [ ! -f "$RUN/tokenizer_p/tokenizer_config.json" ]; then
+      TEXT_FRONTEND=espeak-ipa make_tokenizer "$CODEC_FINAL" "$CORPUS_LMP" "$RUN/tokenizer_p"
+      log "tokenizer_p done"
+    fi
+    [ -f "$RUN/pretok_p/dataset_dict.json" ] || { log "pretokenize_p start"; $J pretokenize --codec "$RUN/tokenizer_q" \
+        --data "$CORPUS_LMP" --out "$RUN/pretok_p" --num-proc 2 > "$RUN/pretok_p.log" 2>&1; log "pretokenize_p done"; }
+    [ -f "$RUN/lmp/final/config.json" ] || { log "lmp start"; $LM_LAUNCH train-lm --recipe small --data "$RUN/pretok_p" \
+        --tokenizer "$RUN/tokenizer_p" --output-dir "$RUN/lmp" --max-steps "$LMP_STEPS" $LM_EXTRA \
+        init_from="$RUN/lmq/final" > "$RUN/lmp.log" 2>&1; log "lmp done"; }
+  fi
 fi
 log "all done"
