@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "jepatok.eval.compare_tts",
         "paired bootstrap of two eval-tts runs on the same sentences: is B's WER really lower than A's?",
     ),
+    "text-gain": (
+        "jepatok.lm.text_gain",
+        "how many bits per audio second the text saves a speech LM (audio NLL without minus with the text)",
+    ),
     "bench": ("jepatok.eval.bench", "codec encode/decode speed next to HF MimiModel"),
     "train-lm": ("jepatok.lm.train", "train the speech LM on pre-tokenized data"),
     "generate": ("jepatok.lm.cli_generate", "text-to-speech or speech continuation with a trained LM"),

@@ -136,3 +136,13 @@ def test_cli_writes_json_and_reports_bad_paths(tmp_path, capsys):
     assert saved["b"]["wer"] == 0.0 and saved["a"]["wer"] == 1.0 and saved["a"]["run"] == str(tmp_path / "a")
     assert main(["compare-tts", str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
     assert "neither an eval-tts output directory" in capsys.readouterr().err
+
+
+def test_rates_of_fractional_totals_are_not_clamped():
+    # Totals below 1 (seconds of audio, say) must divide as they are.
+    lo, hi = bootstrap_rate_ci(np.array([0.2, 0.4, 0.3]), np.array([0.1, 0.2, 0.15]), resamples=200)
+    assert lo == pytest.approx(2.0) and hi == pytest.approx(2.0)
+    d = paired_difference(np.zeros(3), np.array([0.1, 0.1, 0.1]), np.array([0.1, 0.1, 0.1]), resamples=200)
+    assert d["difference"] == pytest.approx(1.0) and d["ci95"] == pytest.approx([1.0, 1.0])
+    with pytest.raises(ValueError, match="positive sum"):
+        bootstrap_rate_ci(np.ones(3), np.zeros(3), resamples=200)

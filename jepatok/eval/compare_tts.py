@@ -75,7 +75,8 @@ def bootstrap_rate_ci(
     """Percentile interval of the corpus rate sum(edits) / sum(totals) when sentences are resampled.
 
     Args:
-        edits / totals: per-sentence edit counts and reference lengths (same length, totals > 0 overall).
+        edits / totals: per-item numerators and denominators (edit counts and reference lengths, or any
+            amounts such as nats and seconds); totals non-negative with a positive sum.
         resamples: bootstrap draws (>= 100).
         seed: seed of the draws.
         level: interval coverage.
@@ -85,8 +86,11 @@ def bootstrap_rate_ci(
         raise ValueError(
             f"edits and totals must be equal-length 1-D arrays, got {edits.shape} and {totals.shape}"
         )
+    if np.any(totals < 0) or totals.sum() <= 0:
+        raise ValueError("totals must be non-negative with a positive sum")
     idx = _draws(edits.size, resamples, seed)
-    return _interval(edits[idx].sum(1) / np.maximum(totals[idx].sum(1), 1.0), level)
+    denom = totals[idx].sum(1)  # a draw of only zero-length items has no rate: it counts as 0
+    return _interval(np.divide(edits[idx].sum(1), denom, out=np.zeros(resamples), where=denom > 0), level)
 
 
 def paired_difference(
@@ -103,11 +107,13 @@ def paired_difference(
     a, b, t = (np.asarray(x, dtype=np.float64) for x in (edits_a, edits_b, totals))
     if not (a.shape == b.shape == t.shape) or a.ndim != 1 or a.size == 0:
         raise ValueError(f"need equal-length 1-D arrays, got {a.shape}, {b.shape}, {t.shape}")
+    if np.any(t < 0) or t.sum() <= 0:
+        raise ValueError("totals must be non-negative with a positive sum")
     idx = _draws(a.size, resamples, seed)
-    denom = np.maximum(t[idx].sum(1), 1.0)
-    diffs = (b[idx].sum(1) - a[idx].sum(1)) / denom
+    denom = t[idx].sum(1)
+    diffs = np.divide(b[idx].sum(1) - a[idx].sum(1), denom, out=np.zeros(resamples), where=denom > 0)
     return {
-        "difference": float((b.sum() - a.sum()) / max(t.sum(), 1.0)),
+        "difference": float((b.sum() - a.sum()) / t.sum()),
         "ci95": _interval(diffs),
         "b_better_share": float(np.mean(diffs < 0)),
     }
