@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -78,6 +79,10 @@ def test_cli_trains_with_lora_and_saves_a_plain_model(paths, tmp_path):
     metrics = json.loads((out / "final_metrics.json").read_text())
     assert metrics["steps"] == 2
     assert metrics["eval/bits_per_audio_second"] > 0 and metrics["eval/audio_seconds"] > 0
+    # The text gain is a difference of two NLLs: finite, either sign for a 2-step LM, and a share below 1.
+    assert (
+        math.isfinite(metrics["eval/text_gain_bits_per_audio_second"]) and metrics["eval/text_gain_share"] < 1
+    )
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     tok = AutoTokenizer.from_pretrained(out / "final")
     assert type(model) is LlamaForCausalLM and model.config.vocab_size == len(tok) == len(speech_tokenizer())

@@ -48,6 +48,8 @@ class LMTrainArgs:
         logging_steps (int, 10), eval_steps (int, 200), save_steps (int, 200): intervals in steps (0 = never).
         save_total_limit (int, 3): checkpoints kept in OUTPUT_DIR/checkpoints.
         max_eval_blocks (int, 64): cap on validation blocks per evaluation.
+        eval_text_gain_examples (int, 64): validation examples with text on which each evaluation also measures
+            the text gain (`jepatok.lm.text_gain`: audio bits per second the text saves); 0 = off.
         eval_split (str, "validation"): dataset split to evaluate on (skipped when absent).
         mixed_precision (str, "no"): "no", "bf16" or "fp16" (Accelerate).
         seed (int, 0): init, shuffling.
@@ -82,6 +84,7 @@ class LMTrainArgs:
     save_steps: int = 200
     save_total_limit: int = 3
     max_eval_blocks: int = 64
+    eval_text_gain_examples: int = 64
     eval_split: str = "validation"
     mixed_precision: str = "no"
     seed: int = 0
@@ -97,7 +100,8 @@ class LMTrainArgs:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "logging_steps", "eval_steps", "save_steps", "save_total_limit"):
+        nonnegative = ("warmup_steps", "logging_steps", "eval_steps", "save_steps", "save_total_limit")
+        for name in (*nonnegative, "eval_text_gain_examples"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:

@@ -46,7 +46,9 @@ def example_pair(tokenizer, codes, text: str) -> tuple[list[int], list[int], int
     return tts, cont, len(audio)
 
 
-def text_gain(model, tokenizer, rows, max_examples: int = 300, progress: bool = True) -> dict:
+def text_gain(
+    model, tokenizer, rows, max_examples: int = 300, progress: bool = True, max_positions: int | None = None
+) -> dict:
     """The text gain of `model` over up to `max_examples` rows with text, spread evenly over `rows`.
 
     Args:
@@ -56,6 +58,8 @@ def text_gain(model, tokenizer, rows, max_examples: int = 300, progress: bool = 
         max_examples: examples scored (> 0); rows without text and sequences longer than the LM's positions
             are skipped (and counted).
         progress: show a progress bar.
+        max_positions: the LM's context length (default: `model.config.max_position_embeddings`; give it when
+            `model` is wrapped, e.g. by DDP).
     """
     from tqdm.auto import tqdm
 
@@ -69,7 +73,9 @@ def text_gain(model, tokenizer, rows, max_examples: int = 300, progress: bool = 
     if not with_text:
         raise ValueError("no row has a transcript: text gain needs a `text` column with transcripts")
     chosen = [with_text[i] for i in _pick_indices(len(with_text), max_examples)]
-    limit = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+    if max_positions is None:
+        max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    limit = int(max_positions or 1 << 30)
     G, rate = int(tokenizer.tokens_per_frame), float(tokenizer.frame_rate)
     was_training = model.training
     model.eval()

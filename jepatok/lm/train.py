@@ -174,6 +174,37 @@ def evaluate(model, packed: PackedDataset, tokenizer, args: LMTrainArgs, acceler
     return metrics
 
 
+@torch.no_grad()
+def evaluate_text_gain(model, rows, tokenizer, args: LMTrainArgs, accelerator) -> dict[str, float]:
+    """`eval/text_gain_bits_per_audio_second` (and its share of the audio's bits) on the first
+    `eval_text_gain_examples` validation examples with text, spread over the split. Every process scores the
+    same examples (no collectives: an FSDP forward gathers on all ranks alike); {} when the split has no text."""
+    from .text_gain import text_gain
+
+    if rows is None or "text" not in rows.column_names or not any(t and t.strip() for t in rows["text"]):
+        return {}
+    was_training = model.training
+    unwrapped = accelerator.unwrap_model(model)
+    try:
+        with accelerator.autocast():
+            m = text_gain(
+                model,
+                tokenizer,
+                rows,
+                args.eval_text_gain_examples,
+                progress=False,
+                max_positions=min(args.block_size, unwrapped.config.max_position_embeddings),
+            )
+    except ValueError:  # e.g. every example longer than a block
+        return {}
+    finally:
+        model.train(was_training)
+    return {
+        "eval/text_gain_bits_per_audio_second": m["text_gain_bits_per_audio_second"],
+        "eval/text_gain_share": m["text_gain_share"],
+    }
+
+
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
     """Complete checkpoints (a trainer_state.json is written last), oldest first."""
     root = Path(output_dir) / "checkpoints"
@@ -289,6 +320,7 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
     splits = load_pretokenized(args.data, tokenizer)
     train_set, train_stats = make_packed(splits["train"], tokenizer, args)
     eval_set = make_packed(splits[args.eval_split], tokenizer, args)[0] if args.eval_split in splits else None
+    eval_rows = splits.get(args.eval_split)
 
     model = _build_model(args, tokenizer)
     optimizer = make_optimizer(model, args)
@@ -387,6 +419,8 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
             and (step % args.eval_steps == 0 or step == args.max_steps)
         ):
             eval_metrics = evaluate(model, eval_set, tokenizer, args, accelerator)
+            if args.eval_text_gain_examples:
+                eval_metrics.update(evaluate_text_gain(model, eval_rows, tokenizer, args, accelerator))
             accelerator.log(eval_metrics, step=step)
             accelerator.print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items()))
         if args.save_steps and (step % args.save_steps == 0 or step == args.max_steps):
