@@ -85,6 +85,14 @@ def test_cli_trains_with_lora_and_saves_a_plain_model(paths, tmp_path):
     )
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     tok = AutoTokenizer.from_pretrained(out / "final")
+    # The step-2 checkpoint, loaded for evaluation, is the final model (LoRA merged there too).
+    from jepatok.eval.evaluate_tts import load_lm_and_tokenizer
+
+    ck_tok, ck_model = load_lm_and_tokenizer(str(out / "checkpoints" / "step_000002"), None, "cpu")
+    ids = torch.tensor([[tok.bos_token_id, tok.audio_token_id, tok.audio_offset + 3, tok.audio_offset + 5]])
+    with torch.no_grad():
+        torch.testing.assert_close(ck_model(ids).logits, model(ids).logits)
+    assert len(ck_tok) == len(tok)
     assert type(model) is LlamaForCausalLM and model.config.vocab_size == len(tok) == len(speech_tokenizer())
     # The run started from the seeded initialisation: compare what changed.
     before = build_lm("tiny", speech_tokenizer(), seed=0).state_dict()

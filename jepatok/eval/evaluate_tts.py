@@ -76,7 +76,8 @@ def pick_sentences(clips: list, max_sentences: int, min_words: int, max_words: i
 
 
 def load_lm_and_tokenizer(lm: str, tokenizer: str | None, device: str):
-    """(tokenizer, LM) from a shipped checkpoint name (`small`) or an LM directory (+ tokenizer directory)."""
+    """(tokenizer, LM) from a shipped checkpoint name (`small`), an LM directory (+ tokenizer directory), or a
+    train-lm checkpoint folder `OUTPUT_DIR/checkpoints/step_NNNNNN` (`jepatok.lm.train.load_checkpoint_lm`)."""
     from ..pretrained import KNOWN_PRETRAINED, load_pretrained
 
     if lm in KNOWN_PRETRAINED and not Path(lm).exists():
@@ -87,6 +88,10 @@ def load_lm_and_tokenizer(lm: str, tokenizer: str | None, device: str):
 
     import jepatok  # noqa: F401  (registers the tokenizer class)
 
+    if (Path(lm) / "trainer_state.json").is_file():
+        from ..lm.train import load_checkpoint_lm
+
+        return load_checkpoint_lm(lm, tokenizer, device)
     for name, path in (("lm", lm), ("tokenizer", tokenizer)):
         if path is not None and not Path(path).is_dir():
             raise FileNotFoundError(

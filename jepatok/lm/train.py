@@ -438,6 +438,36 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
     return TrainResult(str(out), str(final_dir), step, last_loss, eval_metrics, history)
 
 
+def load_checkpoint_lm(checkpoint: str | Path, tokenizer: str | None = None, device: str = "cpu"):
+    """(tokenizer, LM) from a train-lm checkpoint `OUTPUT_DIR/checkpoints/step_NNNNNN`, to evaluate a run before
+    it ends: the model is rebuilt as the run built it (`OUTPUT_DIR/train_args.json`), its weights are read from
+    the checkpoint's `model.safetensors`, then LoRA is merged and digit factors folded, as in `final/`.
+
+    Args:
+        checkpoint: the step folder (holds trainer_state.json).
+        tokenizer: tokenizer directory (default: the run's `tokenizer` argument).
+        device: where the model goes.
+    """
+    from safetensors.torch import load_file
+
+    from .factorized import materialize
+    from .lora import merge_lora
+
+    ckpt = Path(checkpoint)
+    if not (ckpt / STATE_FILE).is_file():
+        raise FileNotFoundError(f"{ckpt} is not a complete train-lm checkpoint (no {STATE_FILE})")
+    args_file = ckpt.parent.parent / "train_args.json"
+    if not args_file.is_file():
+        raise FileNotFoundError(
+            f"{args_file} is missing: the checkpoint's run directory must hold train_args.json"
+        )
+    args = LMTrainArgs(**json.loads(args_file.read_text()))
+    tok = load_tokenizer(tokenizer or args.tokenizer)
+    model = _build_model(args, tok)
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
+    return tok, materialize(merge_lora(model)).to(device).eval()
+
+
 def save_final(accelerator, model, tokenizer, out: Path) -> Path:
     """Unwrap (and merge LoRA into) the model and save it with the tokenizer to OUTPUT_DIR/final, atomically."""
     from .factorized import materialize
