@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "jepatok.lm.text_gain",
         "how many bits per audio second the text saves a speech LM (audio NLL without minus with the text)",
     ),
+    "probe-phonemes": (
+        "jepatok.eval.phonetic_probe",
+        "phoneme error rate of a CTC probe reading a codec's codes (vs a control), from pre-tokenized data",
+    ),
     "bench": ("jepatok.eval.bench", "codec encode/decode speed next to HF MimiModel"),
     "train-lm": ("jepatok.lm.train", "train the speech LM on pre-tokenized data"),
     "generate": ("jepatok.lm.cli_generate", "text-to-speech or speech continuation with a trained LM"),

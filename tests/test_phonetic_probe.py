@@ -1,0 +1,103 @@
+"""`jepatok probe-phonemes`: IPA symbol splitting, CTC decoding, edit distance, the control, and that the probe
+reads phonemes out of features that carry them (and not out of the control)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from lm_helpers import make_pretokenized, single_thread, speech_tokenizer  # noqa: F401  (autouse fixture)
+
+from jepatok.eval.phonetic_probe import (
+    ProbeData,
+    control_features,
+    edit_distance,
+    greedy_ctc,
+    phoneme_symbols,
+    train_and_score,
+)
+
+
+def test_phoneme_symbols_drop_stress_and_join_length():
+    assert phoneme_symbols("həlˈoʊ wˈɜːld") == ["h", "ə", "l", "o", "ʊ", "w", "ɜː", "l", "d"]
+    assert phoneme_symbols("ˌʌ t͡ʃ") == ["ʌ", "t͡ʃ"]
+    assert phoneme_symbols("") == []
+
+
+def test_edit_distance_and_greedy_ctc():
+    assert edit_distance([1, 2, 3], [1, 3]) == 1 and edit_distance([], [4, 5]) == 2
+    assert edit_distance([1, 2, 3], [3, 2, 1]) == 2
+    best = [0, 2, 2, 0, 2, 3, 3, 0]  # blank=0: "2", "2" (separated by blank), "3"
+    lp = torch.full((10, 4), -10.0)
+    lp[torch.arange(8), torch.tensor(best)] = 0.0
+    lp[8:, 1] = 0.0  # beyond the length: ignored
+    assert greedy_ctc(lp, 8) == [2, 2, 3]
+
+
+def test_control_moves_every_utterance_within_its_length_group():
+    feats = [torch.full((n, 2), float(i)) for i, n in enumerate([3, 3, 3, 5, 5, 7])]
+    ctrl = control_features(feats, seed=1)
+    assert [len(c) for c in ctrl] == [len(f) for f in feats]
+    for i in range(5):  # groups of 3 and 2: nobody keeps its own
+        assert not torch.equal(ctrl[i], feats[i])
+    assert torch.equal(ctrl[5], feats[5])  # alone in its group
+    assert sorted(int(c[0, 0]) for c in ctrl[:3]) == [0, 1, 2]
+
+
+def _synthetic(n: int, g: torch.Generator) -> ProbeData:
+    """Each frame carries its two phonemes (one-hot pairs): a probe can read them exactly."""
+    feats, targets = [], []
+    for _ in range(n):
+        frames = int(torch.randint(2, 5, (1,), generator=g))
+        sym = torch.randint(1, 6, (frames, 2), generator=g)
+        f = torch.zeros(frames, 10)
+        f[torch.arange(frames), sym[:, 0] - 1] = 1.0
+        f[torch.arange(frames), 5 + sym[:, 1] - 1] = 1.0
+        feats.append(f + 0.05 * torch.randn(frames, 10, generator=g))
+        targets.append(sym.flatten().tolist())
+    return ProbeData(feats, targets)
+
+
+def test_probe_reads_phonemes_the_features_carry_and_not_the_control():
+    g = torch.Generator().manual_seed(0)
+    train, test = _synthetic(300, g), _synthetic(60, g)
+    kw = dict(steps=400, batch_size=16, lr=1e-2, hidden=32, upsample=4, progress=False)
+    real = train_and_score(train, test, n_symbols=5, **kw)
+    control = train_and_score(
+        ProbeData(control_features(train.features), train.targets),
+        ProbeData(control_features(test.features, 1), test.targets),
+        n_symbols=5,
+        **kw,
+    )
+    assert real["steps"] == 400 and real["test_phonemes"] == sum(len(t) for t in test.targets)
+    assert real["per"] < 0.25, real
+    assert control["per"] > 0.5, control
+    with pytest.raises(ValueError, match="train and test"):
+        train_and_score(ProbeData([], []), test, 5, steps=1, progress=False)
+
+
+def test_cli_on_a_pretokenized_dataset(tmp_path, capsys):
+    from jepatok.cli import main
+
+    tok = speech_tokenizer()
+    tok.save_pretrained(tmp_path / "tok")
+    data = make_pretokenized(tok, tmp_path / "data", {"train": 12, "validation": 6})
+    out = tmp_path / "probe.json"
+    argv = [
+        "probe-phonemes",
+        "--codec",
+        str(tmp_path / "tok"),
+        "--data",
+        data,
+        "--steps",
+        "3",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    saved = json.loads(out.read_text())
+    assert saved["symbols"] > 5 and 0 <= saved["codes"]["per"] and "control" in saved
+    assert saved["train_utterances"] == 8  # rows with text: 2 of every 3
+    assert "phoneme error rate from the codes" in capsys.readouterr().out
+    assert main(["probe-phonemes", "--codec", str(tmp_path), "--data", data]) == 2
