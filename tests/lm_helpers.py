@@ -53,6 +53,14 @@ def tiny_lm(tokenizer, seed: int = 0, **overrides):
     return build_lm("tiny", tokenizer, seed=seed, **overrides)
 
 
+def save_lm_dir(path, seed: int = 0):
+    """A tiny LM saved with its tokenizer in one directory (what train-lm writes to OUTPUT_DIR/final)."""
+    tok = speech_tokenizer()
+    tiny_lm(tok, seed=seed).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 def make_pretokenized(tokenizer, path, splits=None, seed: int = 0, identity: dict | None = None) -> str:
     """Save a small pre-tokenized DatasetDict (random codes, short texts) with the codec-identity header.
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from lm_helpers import single_thread, speech_tokenizer, tiny_lm  # noqa: F401  (autouse fixture)
+from lm_helpers import save_lm_dir, single_thread, speech_tokenizer, tiny_lm  # noqa: F401  (autouse fixture)
 
 from jepatok.eval.asr import error_rates, normalize_text
 from jepatok.eval.clips import EvalClip, load_clips
@@ -145,9 +145,7 @@ def test_cli_with_the_bundled_asr(folder, tmp_path, capsys):
     from jepatok.cli import main
 
     tok = speech_tokenizer()
-    lm_dir = tmp_path / "lm"
-    tiny_lm(tok).save_pretrained(lm_dir)
-    tok.save_pretrained(lm_dir)
+    lm_dir = save_lm_dir(tmp_path / "lm")
     out = tmp_path / "out"
     argv = [
         "eval-tts",

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from datasets import load_from_disk
-from lm_helpers import make_pretokenized, single_thread, speech_tokenizer, tiny_lm  # noqa: F401  (autouse fixture)
+from lm_helpers import make_pretokenized, save_lm_dir, single_thread, speech_tokenizer, tiny_lm  # noqa: F401  (autouse fixture)
 
 from jepatok.cli import main
 from jepatok.lm.text_gain import audio_nll, example_pair, text_gain
@@ -76,10 +76,7 @@ def test_gain_is_the_nll_difference_and_zero_for_a_model_blind_to_text(data):
 
 
 def test_cli_writes_json_and_rejects_a_missing_split(data, tmp_path, capsys):
-    tok = speech_tokenizer()
-    lm_dir = tmp_path / "lm"
-    tiny_lm(tok).save_pretrained(lm_dir)
-    tok.save_pretrained(lm_dir)
+    lm_dir = save_lm_dir(tmp_path / "lm")
     out = tmp_path / "gain.json"
     assert main(["text-gain", "--lm", str(lm_dir), "--data", data, "--out", str(out)]) == 0
     assert "text gain" in capsys.readouterr().out
