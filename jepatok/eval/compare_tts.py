@@ -69,6 +69,15 @@ def _interval(values: np.ndarray, level: float = 0.95) -> list[float]:
     return [float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail))]
 
 
+def _resampled_rates(numerators: np.ndarray, totals: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """sum(numerators) / sum(totals) over each of `resamples` draws of the items with replacement."""
+    if np.any(totals < 0) or totals.sum() <= 0:
+        raise ValueError("totals must be non-negative with a positive sum")
+    idx = _draws(numerators.size, resamples, seed)
+    denom = totals[idx].sum(1)  # a draw of only zero-length items has no rate: it counts as 0
+    return np.divide(numerators[idx].sum(1), denom, out=np.zeros(resamples), where=denom > 0)
+
+
 def bootstrap_rate_ci(
     edits: np.ndarray, totals: np.ndarray, resamples: int = 2000, seed: int = 0, level: float = 0.95
 ) -> list[float]:
@@ -86,11 +95,7 @@ def bootstrap_rate_ci(
         raise ValueError(
             f"edits and totals must be equal-length 1-D arrays, got {edits.shape} and {totals.shape}"
         )
-    if np.any(totals < 0) or totals.sum() <= 0:
-        raise ValueError("totals must be non-negative with a positive sum")
-    idx = _draws(edits.size, resamples, seed)
-    denom = totals[idx].sum(1)  # a draw of only zero-length items has no rate: it counts as 0
-    return _interval(np.divide(edits[idx].sum(1), denom, out=np.zeros(resamples), where=denom > 0), level)
+    return _interval(_resampled_rates(edits, totals, resamples, seed), level)
 
 
 def paired_difference(
@@ -107,11 +112,7 @@ def paired_difference(
     a, b, t = (np.asarray(x, dtype=np.float64) for x in (edits_a, edits_b, totals))
     if not (a.shape == b.shape == t.shape) or a.ndim != 1 or a.size == 0:
         raise ValueError(f"need equal-length 1-D arrays, got {a.shape}, {b.shape}, {t.shape}")
-    if np.any(t < 0) or t.sum() <= 0:
-        raise ValueError("totals must be non-negative with a positive sum")
-    idx = _draws(a.size, resamples, seed)
-    denom = t[idx].sum(1)
-    diffs = np.divide(b[idx].sum(1) - a[idx].sum(1), denom, out=np.zeros(resamples), where=denom > 0)
+    diffs = _resampled_rates(b - a, t, resamples, seed)  # the same draw for both runs: paired
     return {
         "difference": float((b.sum() - a.sum()) / t.sum()),
         "ci95": _interval(diffs),

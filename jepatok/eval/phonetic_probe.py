@@ -161,10 +161,9 @@ def train_and_score(
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     dim = train.features[0].shape[-1]
-    mu = torch.cat(train.features).mean(0)
-    sd = torch.cat(train.features).std(0).clamp_min(1e-6)
-    norm = lambda fs: [(f - mu) / sd for f in fs]  # noqa: E731
-    tr_x, te_x = norm(train.features), norm(test.features)
+    stacked = torch.cat(train.features)
+    mu, sd = stacked.mean(0), stacked.std(0).clamp_min(1e-6)
+    tr_x, te_x = ([(f - mu) / sd for f in fs] for fs in (train.features, test.features))
     probe = PhonemeProbe(dim, n_symbols, hidden, upsample)
     opt = torch.optim.Adam(probe.parameters(), lr=lr)
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)

@@ -79,20 +79,22 @@ def text_gain(
     G, rate = int(tokenizer.tokens_per_frame), float(tokenizer.frame_rate)
     was_training = model.training
     model.eval()
-    gains, seconds, with_nll, without_nll, helped, too_long = [], [], 0.0, 0.0, 0, 0
-    for i in tqdm(chosen, desc="text-gain", unit="example", disable=not progress):
-        row = rows[i]
-        tts, cont, scored = example_pair(tokenizer, row["audio_codes"], row["text"].strip())
-        if len(tts) > limit:
-            too_long += 1
-            continue
-        a = audio_nll(model, tts, len(tts) - scored)
-        b = audio_nll(model, cont, len(cont) - scored)
-        with_nll, without_nll = with_nll + a, without_nll + b
-        gains.append(b - a)
-        seconds.append((scored - 1) / G / rate)
-        helped += int(b > a)
-    model.train(was_training)
+    try:
+        gains, seconds, with_nll, without_nll, helped, too_long = [], [], 0.0, 0.0, 0, 0
+        for i in tqdm(chosen, desc="text-gain", unit="example", disable=not progress):
+            row = rows[i]
+            tts, cont, scored = example_pair(tokenizer, row["audio_codes"], row["text"].strip())
+            if len(tts) > limit:
+                too_long += 1
+                continue
+            a = audio_nll(model, tts, len(tts) - scored)
+            b = audio_nll(model, cont, len(cont) - scored)
+            with_nll, without_nll = with_nll + a, without_nll + b
+            gains.append(b - a)
+            seconds.append((scored - 1) / G / rate)
+            helped += int(b > a)
+    finally:
+        model.train(was_training)
     if not gains:
         raise ValueError(f"every chosen example is longer than the LM's {limit} positions")
     total_s = sum(seconds)

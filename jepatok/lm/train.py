@@ -181,9 +181,8 @@ def evaluate_text_gain(model, rows, tokenizer, args: LMTrainArgs, accelerator) -
     same examples (no collectives: an FSDP forward gathers on all ranks alike); {} when the split has no text."""
     from .text_gain import text_gain
 
-    if rows is None or "text" not in rows.column_names or not any(t and t.strip() for t in rows["text"]):
+    if rows is None or "text" not in rows.column_names:
         return {}
-    was_training = model.training
     unwrapped = accelerator.unwrap_model(model)
     try:
         with accelerator.autocast():
@@ -195,10 +194,8 @@ def evaluate_text_gain(model, rows, tokenizer, args: LMTrainArgs, accelerator) -
                 progress=False,
                 max_positions=min(args.block_size, unwrapped.config.max_position_embeddings),
             )
-    except ValueError:  # e.g. every example longer than a block
+    except ValueError:  # no transcript in the split, or every example longer than a block
         return {}
-    finally:
-        model.train(was_training)
     return {
         "eval/text_gain_bits_per_audio_second": m["text_gain_bits_per_audio_second"],
         "eval/text_gain_share": m["text_gain_share"],
