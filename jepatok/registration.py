@@ -38,7 +38,7 @@ def _register_lm() -> None:
     # [lm] pipeline task registrations go here.
     # `speech-continuation`, and `text-to-speech`/`text-to-audio` routed to SpeechGenerationPipeline for jepatok
     # LMs (the stock TextToAudioPipeline for everything else); see jepatok/lm/generation.py.
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     from .lm.frame_model import FrameLevelSpeechLM, FrameLMConfig
     from .lm.generation import register_pipelines
@@ -46,6 +46,9 @@ def _register_lm() -> None:
     register_pipelines()
     AutoConfig.register(FrameLMConfig.model_type, FrameLMConfig, exist_ok=True)
     AutoModel.register(FrameLMConfig, FrameLevelSpeechLM, exist_ok=True)
+    # Also an autoregressive LM for the pipeline factory: `pipeline("text-to-speech", model=DIR)` loads the model
+    # with the task's AutoModelForCausalLM before it dispatches to SpeechGenerationPipeline.
+    AutoModelForCausalLM.register(FrameLMConfig, FrameLevelSpeechLM, exist_ok=True)
 
 
 def register_auto_classes() -> None:

@@ -9,8 +9,8 @@ import torch
 from lm_helpers import random_codes, single_thread, speech_tokenizer  # noqa: F401  (autouse fixture)
 
 from jepatok.lm.data import IGNORE_INDEX, build_examples
-from jepatok.lm.frame_compare import collate_frames, compare, to_frame_example
-from jepatok.lm.frame_model import FrameLevelSpeechLM, build_frame_lm_config
+from jepatok.lm.frame_compare import compare
+from jepatok.lm.frame_model import FrameLevelSpeechLM, build_frame_lm_config, collate_frames, to_frame_example
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +34,22 @@ def test_flat_sequence_to_frame_steps(tok, examples):
     tts = examples[0]  # <bos> <text> hello world <audio> 2 frames <eos>
     fe = to_frame_example(tts, tok)
     a = tts.input_ids.index(tok.audio_token_id)
-    assert len(fe.input_ids) == a + 1 + 2 and fe.input_ids[: a + 1] == tts.input_ids[: a + 1]
+    assert fe.prompt_ids == tts.input_ids[: a + 1] and fe.ended and fe.num_steps == a + 1 + 2
     audio = [t - tok.audio_offset for t in tts.input_ids[a + 1 : -1]]
-    assert fe.frame_codes[a + 1] == audio[:19] and fe.frame_codes[a + 2] == audio[19:]
-    assert fe.target_codes[a] == audio[:19] and fe.target_codes[a + 1] == audio[19:]
-    assert fe.target_codes[a + 2] == [-1] * 19 and fe.target_codes[0] == [-1] * 19
-    assert fe.stop_labels[a : a + 3] == [0, 0, 1] and fe.stop_labels[:a] == [IGNORE_INDEX] * a
+    b = collate_frames([fe, to_frame_example(examples[1], tok)], tok.pad_token_id)
+    assert b.input_ids[0, : a + 1].tolist() == tts.input_ids[: a + 1]
+    assert b.frame_codes[0, a + 1].tolist() == audio[:19] and b.frame_codes[0, a + 2].tolist() == audio[19:]
+    assert b.target_codes[0, a].tolist() == audio[:19] and b.target_codes[0, a + 1].tolist() == audio[19:]
+    assert b.target_codes[0, a + 2].tolist() == [-1] * 19 and b.target_codes[0, 0].tolist() == [-1] * 19
+    assert (
+        b.stop_labels[0, a : a + 3].tolist() == [0, 0, 1]
+        and b.stop_labels[0, :a].tolist() == [IGNORE_INDEX] * a
+    )
+    # the shorter second row (<bos> <audio> 2 frames <eos>) is padded with no targets and fresh positions
+    assert b.stop_labels[1].tolist()[:4] == [IGNORE_INDEX, 0, 0, 1]
+    assert (b.stop_labels[1, 4:] == IGNORE_INDEX).all() and (b.target_codes[1, 4:] == -1).all()
+    assert b.position_ids[1].tolist()[:4] == [0, 1, 2, 3] and b.position_ids[1, 4] == 0
+    assert b.num_targets() == (2 + 2) * 19 + 3 + 3
 
 
 def test_initial_loss_and_overfit(tok, examples):
@@ -110,3 +120,63 @@ def test_compare_reports_both_modes(tok, examples):
     assert result.frame["lm_steps_per_audio_second"] == tok.frame_rate
     for mode in (result.flat, result.frame):
         assert mode["eval_nats_per_audio_second"] > 0 and mode["generation_audio_seconds_per_second"] > 0
+
+
+def test_pipeline_drives_the_frame_lm(tok, tmp_path):
+    """SpeechGenerationPipeline with a FrameLevelSpeechLM: TTS and continuation through `pipeline()` from a saved
+    directory, seeded reproducibility, frame limits counting the prompt's frames, and guidance plumbing."""
+    import numpy as np
+    from transformers import pipeline
+
+    from jepatok.lm.generation import SpeechGenerationPipeline
+    from jepatok.lm.logits import FrameGrammar, check_frame_grammar
+
+    model = _model(tok).eval()
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    pipe = pipeline("text-to-speech", model=str(tmp_path))
+    assert isinstance(pipe, SpeechGenerationPipeline) and type(pipe.model) is FrameLevelSpeechLM
+    hop = round(tok.sampling_rate / tok.frame_rate)
+    grammar = FrameGrammar.from_tokenizer(tok)
+    max_frames = 4
+    outs = pipe(["hello world", "good day"], max_seconds=max_frames / tok.frame_rate, seed=0)
+    for out in outs:
+        ids = out["ids"]
+        assert ids[-1] == tok.eos_token_id and check_frame_grammar([tok.audio_token_id] + ids, grammar) == []
+        n = (len(ids) - 1) // 19
+        assert 1 <= n <= max_frames and out["audio"].shape == (n * hop,) and np.isfinite(out["audio"]).all()
+    again = pipe(["hello world", "good day"], max_seconds=max_frames / tok.frame_rate, seed=0)
+    assert [o["ids"] for o in again] == [o["ids"] for o in outs]
+    # continuation: the prompt's 2 frames count toward max_seconds; min_frames forbids an early stop
+    prompt_codes = random_codes(tok, 2, torch.Generator().manual_seed(1))
+    wave, sr = tok.decode_audio(tok.codes_to_ids(prompt_codes))
+    cont = pipe(
+        {"audio": wave, "sampling_rate": sr},
+        max_seconds=5 / tok.frame_rate,
+        min_frames=5,
+        seed=0,
+        include_prompt_audio=True,
+    )
+    assert len(cont["ids"]) == 3 * 19 + 1 and cont["audio"].shape == (5 * hop,)
+    with pytest.raises(ValueError, match="raise max_seconds"):
+        pipe({"audio": wave, "sampling_rate": sr}, max_seconds=2 / tok.frame_rate)
+    # guidance whose unconditional prompt equals the conditional one is no guidance at all (greedy)
+    prompt = tok.build_tts_prompt_ids("hello world")
+    plain = model.generate_frames([prompt], max_frames=3, min_frames=3, do_sample=False)
+    same = model.generate_frames(
+        [prompt], max_frames=3, min_frames=3, do_sample=False, guidance_scale=3.0, unconditional_ids=[prompt]
+    )
+    assert torch.equal(plain[0], same[0])
+    # and the first guided slot is the argmax of uncond + w * (cond - uncond) of the first slot's logits
+    guided = model.generate_frames([prompt], max_frames=1, min_frames=1, do_sample=False, guidance_scale=3.0)
+    with torch.no_grad():
+        states = []
+        for p in (prompt, [tok.bos_token_id, tok.audio_token_id]):
+            h = model.backbone(input_ids=torch.tensor([p])).last_hidden_state[:, -1]
+            states.append(model.depth_logits(h, torch.zeros(1, 0, dtype=torch.long))[0, 0])
+    expected = (states[1] + 3.0 * (states[0] - states[1])).masked_fill(~model.slot_valid[0], float("-inf"))
+    assert int(guided[0][0, 0]) == int(expected.argmax())
+    assert (
+        pipe("hello world", max_seconds=2 / tok.frame_rate, seed=0, guidance_scale=2.0)["ids"][-1]
+        == tok.eos_token_id
+    )

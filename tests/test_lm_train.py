@@ -219,3 +219,53 @@ def test_atomic_write_text_replaces_readably_and_keeps_the_old_file_on_error(tmp
     with pytest.raises(OSError, match="disk full"):
         atomic_write_text(path, "new")
     assert path.read_text() == "old" and [p.name for p in path.parent.iterdir()] == ["card.json"]
+
+
+def test_frame_architecture_trains_resumes_exactly_and_loads(paths, tmp_path, monkeypatch):
+    """architecture=frame: FrameLevelSpeechLM trained by the same loop (per-step frames, text-gain eval),
+    resumed bit-exactly, saved to final/ and loadable from final/ and from a checkpoint alike."""
+    from jepatok.eval.evaluate_tts import load_lm_and_tokenizer
+    from jepatok.lm.frame_model import FrameLevelSpeechLM
+    from jepatok.lm.modeling import load_speech_lm
+
+    kw = dict(architecture="frame", block_size=40, per_device_batch_size=2, save_steps=2, learning_rate=0.01)
+    full = lm_train.train(_args(paths, tmp_path / "full", **kw))
+    m = full.eval_metrics
+    assert m["eval/bits_per_audio_second"] > 0 and m["eval/audio_seconds"] > 0
+    assert math.isfinite(m["eval/text_gain_bits_per_audio_second"])
+
+    def crash(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(lm_train, "_after_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        lm_train.train(_args(paths, tmp_path / "crash", **kw))
+    monkeypatch.setattr(lm_train, "_after_step", lambda step: None)
+    resumed = lm_train.train(_args(paths, tmp_path / "crash", **kw), resume=True)
+    assert resumed.history[-1]["train/loss"] == full.history[-1]["train/loss"]
+    assert resumed.eval_metrics == full.eval_metrics
+    from safetensors.torch import load_file
+
+    a = load_file(Path(full.final_dir) / "model.safetensors")
+    b = load_file(Path(resumed.final_dir) / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    model = load_speech_lm(full.final_dir)
+    assert type(model) is FrameLevelSpeechLM
+    _, ck = load_lm_and_tokenizer(str(Path(full.output_dir) / "checkpoints" / "step_000003"), None, "cpu")
+    assert type(ck) is FrameLevelSpeechLM
+    assert all(torch.equal(ck.state_dict()[k], model.state_dict()[k]) for k in model.state_dict())
+    # a flat LM cannot seed a frame run, and flat-only options are refused up front
+    with pytest.raises(ValueError, match="flat LM"):
+        flat = _flat_final(tmp_path)
+        lm_train._build_model(_args(paths, tmp_path / "bad", **kw, init_from=flat), speech_tokenizer())
+    with pytest.raises(ValueError, match="does not support"):
+        _args(paths, tmp_path / "bad", **{**kw, "audio_digit_radix": 4})
+
+
+def _flat_final(tmp_path) -> str:
+    from jepatok.lm.modeling import build_lm
+
+    path = tmp_path / "flat"
+    build_lm("tiny", speech_tokenizer(), seed=0).save_pretrained(path)
+    return str(path)

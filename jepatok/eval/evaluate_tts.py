@@ -84,9 +84,11 @@ def load_lm_and_tokenizer(lm: str, tokenizer: str | None, device: str):
         if tokenizer is not None:
             raise ValueError(f"--tokenizer cannot be combined with the shipped checkpoint {lm!r}")
         return load_pretrained(lm, device=device)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     import jepatok  # noqa: F401  (registers the tokenizer class)
+
+    from ..lm.modeling import load_speech_lm
 
     if (Path(lm) / "trainer_state.json").is_file():
         from ..lm.train import load_checkpoint_lm
@@ -97,7 +99,7 @@ def load_lm_and_tokenizer(lm: str, tokenizer: str | None, device: str):
             raise FileNotFoundError(
                 f"--{name} {path!r} is neither a directory nor a shipped checkpoint {list(KNOWN_PRETRAINED)}"
             )
-    model = AutoModelForCausalLM.from_pretrained(lm).to(device).eval()
+    model = load_speech_lm(lm).to(device).eval()
     return AutoTokenizer.from_pretrained(tokenizer or lm), model
 
 

@@ -27,7 +27,11 @@ class LMTrainArgs:
     """Speech-LM run configuration (see recipes/lm/*.yaml).
 
     Args:
-        model_preset (str, "tiny"): LM architecture preset (`tiny`, `small`, `base`).
+        architecture (str, "flat"): "flat" (a `LlamaForCausalLM` stepping once per token: 19 steps per codec
+            frame) or "frame" (`FrameLevelSpeechLM`: the backbone steps once per frame, a depth transformer
+            predicts the frame's 19 values). In frame mode `block_size` counts steps (text tokens + frames), one
+            example per batch row, and `max_eval_blocks` caps the evaluation examples.
+        model_preset (str, "tiny"): LM architecture preset (`tiny`, `small`, `base`; the frame LM's backbone).
         model_overrides (dict, {}): LlamaConfig fields replacing the preset's values.
         init_from (str | None, None): start from a saved LM directory instead of random init (fine-tuning/LoRA).
         init_from_other_codec (bool, False): let `init_from` be an LM trained on another codec's tokens (same id
@@ -61,6 +65,7 @@ class LMTrainArgs:
         data (str), tokenizer (str), output_dir (str): paths (from the command line).
     """
 
+    architecture: str = "flat"
     model_preset: str = "tiny"
     model_overrides: dict = field(default_factory=dict)
     init_from: str | None = None
@@ -116,6 +121,21 @@ class LMTrainArgs:
             raise ValueError(f"model_overrides must be a mapping, got {self.model_overrides!r}")
         if self.audio_digit_radix != 0 and self.audio_digit_radix < 2:
             raise ValueError(f"audio_digit_radix must be 0 (off) or >= 2, got {self.audio_digit_radix}")
+        if self.architecture not in ("flat", "frame"):
+            raise ValueError(f"architecture must be flat or frame, got {self.architecture!r}")
+        if self.architecture == "frame":
+            unsupported = {
+                "audio_digit_radix": self.audio_digit_radix,
+                "lora": self.lora,
+                "init_from_other_codec": self.init_from_other_codec,
+            }
+            used = sorted(k for k, v in unsupported.items() if v)
+            if used:
+                raise ValueError(f"architecture=frame does not support {used} (flat LM options)")
+            if not self.mask_text_labels:
+                raise ValueError(
+                    "architecture=frame never scores the text prompt: mask_text_labels must be true"
+                )
         if self.audio_digit_radix and self.lora:
             raise ValueError(
                 "audio_digit_radix trains the embedding tables, which LoRA freezes; use one or the other"

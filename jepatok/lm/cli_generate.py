@@ -84,19 +84,20 @@ def build_inputs(args: argparse.Namespace) -> list:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     import jepatok  # noqa: F401  (registers the tokenizer class)
     from jepatok.data.audio import write_wav
 
     from .generation import SpeechGenerationPipeline
+    from .modeling import load_speech_lm
 
     for name in ("lm", "tokenizer"):
         path = getattr(args, name)
         if path is not None and not Path(path).is_dir():
             raise FileNotFoundError(f"--{name} directory {path!r} does not exist")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForCausalLM.from_pretrained(args.lm).eval()
+    model = load_speech_lm(args.lm).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.lm)
     pipe = SpeechGenerationPipeline(model=model, tokenizer=tokenizer, device=torch.device(device))
     inputs = build_inputs(args)

@@ -19,61 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .data import IGNORE_INDEX, LMExample, PackedDataset, build_examples
-from .frame_model import FrameBatch, FrameLevelSpeechLM, build_frame_lm_config
-
-
-@dataclass
-class FrameExample:
-    input_ids: list[int]  # [S] token ids (pad at frame steps)
-    frame_codes: list[list[int]]  # [S][G], -1 rows at token steps
-    target_codes: list[list[int]]  # [S][G], -1 rows where no frame is predicted
-    stop_labels: list[int]  # [S]
-
-
-def to_frame_example(example: LMExample, tokenizer) -> FrameExample:
-    """Flat sequence (`... <audio> audio ids [<eos>]`) -> frame steps with next-frame targets and stop labels."""
-    ids = example.input_ids
-    G, off, eos, pad = (
-        int(tokenizer.tokens_per_frame),
-        int(tokenizer.audio_offset),
-        int(tokenizer.eos_token_id),
-        int(tokenizer.pad_token_id),
-    )
-    a = ids.index(int(tokenizer.audio_token_id))
-    audio = ids[a + 1 :]
-    ended = bool(audio) and audio[-1] == eos
-    audio = audio[:-1] if ended else audio
-    if len(audio) % G:
-        raise ValueError(f"{len(audio)} audio ids are not whole frames of {G}")
-    frames = [[t - off for t in audio[i : i + G]] for i in range(0, len(audio), G)]
-    n_tok, none = a + 1, [-1] * G
-    steps = n_tok + len(frames)
-    targets = [none] * steps
-    stops = [IGNORE_INDEX] * steps
-    for j, frame in enumerate(frames):
-        targets[a + j] = frame
-        stops[a + j] = 0
-    stops[a + len(frames)] = 1 if ended else IGNORE_INDEX
-    return FrameExample(ids[:n_tok] + [pad] * len(frames), [none] * n_tok + frames, targets, stops)
-
-
-def collate_frames(examples: list[FrameExample], pad_id: int) -> FrameBatch:
-    """One example per row, right-padded (padding carries no targets; positions restart so it is isolated)."""
-    B, S, G = len(examples), max(len(e.input_ids) for e in examples), len(examples[0].frame_codes[0])
-    input_ids = torch.full((B, S), pad_id, dtype=torch.long)
-    codes = torch.full((B, S, G), -1, dtype=torch.long)
-    targets = torch.full((B, S, G), -1, dtype=torch.long)
-    stops = torch.full((B, S), IGNORE_INDEX, dtype=torch.long)
-    pos = torch.zeros((B, S), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e.input_ids)
-        input_ids[i, :n] = torch.tensor(e.input_ids)
-        codes[i, :n] = torch.tensor(e.frame_codes)
-        targets[i, :n] = torch.tensor(e.target_codes)
-        stops[i, :n] = torch.tensor(e.stop_labels)
-        pos[i, :n] = torch.arange(n)
-        pos[i, n:] = torch.arange(S - n)
-    return FrameBatch(input_ids, codes, targets, stops, pos)
+from .frame_model import FrameLevelSpeechLM, build_frame_lm_config, collate_frames, to_frame_example
 
 
 @dataclass

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaModel, PretrainedConfig, PreTrainedModel
 
+from .data import IGNORE_INDEX, LMExample
 from .modeling import LM_PRESETS, lm_metadata
 
 DEPTH_PRESETS: dict[str, dict[str, Any]] = {
@@ -72,12 +73,14 @@ class FrameLMConfig(PretrainedConfig):
         return len(self.slot_sizes)
 
 
-def build_frame_lm_config(preset: str, tokenizer) -> FrameLMConfig:
-    """A FrameLMConfig whose backbone matches flat preset `preset` (for like-for-like comparisons)."""
+def build_frame_lm_config(preset: str, tokenizer, **overrides) -> FrameLMConfig:
+    """A FrameLMConfig whose backbone matches flat preset `preset` (for like-for-like comparisons);
+    `overrides` are LlamaConfig fields replacing the backbone preset's values (as `model_overrides` of the flat
+    LM)."""
     if preset not in LM_PRESETS:
         raise ValueError(f"unknown LM preset {preset!r}; expected one of {sorted(LM_PRESETS)}")
     return FrameLMConfig(
-        backbone=dict(LM_PRESETS[preset]),
+        backbone={**LM_PRESETS[preset], **overrides},
         depth=dict(DEPTH_PRESETS[preset]),
         vocab_size=len(tokenizer),
         slot_sizes=list(tokenizer.slot_sizes),
@@ -104,6 +107,78 @@ class FrameBatch:
 
     def to(self, device) -> FrameBatch:
         return FrameBatch(*(t.to(device) for t in vars(self).values()))
+
+    def num_targets(self) -> int:
+        """Scored values: the slot values of every predicted frame plus every stop decision."""
+        frames = int((self.target_codes[..., 0] >= 0).sum())
+        return frames * self.target_codes.shape[-1] + int((self.stop_labels >= 0).sum())
+
+
+@dataclass
+class FrameExample:
+    """One training sequence in frame steps, stored compactly (collate_frames expands it)."""
+
+    prompt_ids: list[int]  # token steps, ending with <audio>
+    frames: torch.Tensor  # [T, G] int16 codes of the frame steps that follow
+    ended: bool  # the speech ends after the last frame (a stop decision is scored there)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.prompt_ids) + int(self.frames.shape[0])
+
+
+def to_frame_example(example: LMExample, tokenizer) -> FrameExample:
+    """Flat sequence (`... <audio> audio ids [<eos>]`) -> prompt token steps + frames (+ whether it ends)."""
+    ids = example.input_ids
+    G, off, eos = int(tokenizer.tokens_per_frame), int(tokenizer.audio_offset), int(tokenizer.eos_token_id)
+    a = ids.index(int(tokenizer.audio_token_id))
+    audio = ids[a + 1 :]
+    ended = bool(audio) and audio[-1] == eos
+    audio = audio[:-1] if ended else audio
+    if len(audio) % G:
+        raise ValueError(f"{len(audio)} audio ids are not whole frames of {G}")
+    frames = (torch.tensor(audio, dtype=torch.long) - off).reshape(-1, G)
+    if len(audio) and (frames.min() < 0 or frames.max() > torch.iinfo(torch.int16).max):
+        raise ValueError("audio ids outside the tokenizer's audio range")
+    return FrameExample(list(ids[: a + 1]), frames.to(torch.int16), ended)
+
+
+def collate_frames(examples: list[FrameExample], pad_id: int) -> FrameBatch:
+    """One example per row, right-padded. Step s of a row predicts the frame at step s + 1 (`target_codes`)
+    from the prompt's `<audio>` step on, and before each frame and after the last one whether speech stops
+    (`stop_labels`: 0 = another frame, 1 = stop, the latter only when the example ended). Padding carries no
+    targets; its positions restart at 0 so it stays isolated under the causal mask."""
+    B, S = len(examples), max(e.num_steps for e in examples)
+    G = next((int(e.frames.shape[1]) for e in examples if e.frames.dim() == 2), 1)
+    input_ids = torch.full((B, S), pad_id, dtype=torch.long)
+    codes = torch.full((B, S, G), -1, dtype=torch.long)
+    targets = torch.full((B, S, G), -1, dtype=torch.long)
+    stops = torch.full((B, S), IGNORE_INDEX, dtype=torch.long)
+    pos = torch.zeros((B, S), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n, T = len(e.prompt_ids), int(e.frames.shape[0])
+        input_ids[i, :n] = torch.tensor(e.prompt_ids, dtype=torch.long)
+        codes[i, n : n + T] = e.frames.long()
+        targets[i, n - 1 : n - 1 + T] = e.frames.long()
+        stops[i, n - 1 : n - 1 + T] = 0
+        if e.ended:
+            stops[i, n - 1 + T] = 1
+        pos[i, : n + T] = torch.arange(n + T)
+        pos[i, n + T :] = torch.arange(S - n - T)
+    return FrameBatch(input_ids, codes, targets, stops, pos)
+
+
+class FrameDataset:
+    """Frame examples of one split for `train-lm` (architecture "frame"): one example per batch row."""
+
+    def __init__(self, examples: list[FrameExample], pad_id: int):
+        self.examples, self.pad_id = examples, int(pad_id)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def collate(self, indices: list[int]) -> FrameBatch:
+        return collate_frames([self.examples[i] for i in indices], self.pad_id)
 
 
 @dataclass
@@ -160,6 +235,12 @@ class FrameLevelSpeechLM(PreTrainedModel):
                 torch.arange(module.slot_valid.shape[1])[None] < torch.tensor(self.config.slot_sizes)[:, None]
             )
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.backbone.embed_tokens
+
+    def get_output_embeddings(self):
+        return None  # no token head: frames come from the depth head, stops from the stop head
+
     # --- embeddings --------------------------------------------------------------------------------------
     def embed_steps(self, input_ids: torch.Tensor, frame_codes: torch.Tensor) -> torch.Tensor:
         """[B, S] ids + [B, S, G] codes -> step embeddings [B, S, d]."""
@@ -198,24 +279,58 @@ class FrameLevelSpeechLM(PreTrainedModel):
         return FrameLMOutput(frame_nll, stop_nll, int(has_target.sum()), int(has_stop.sum()))
 
     # --- generation --------------------------------------------------------------------------------------
+    @staticmethod
+    def _pick(
+        logits: torch.Tensor, temperature: float, top_k: int, top_p: float, do_sample: bool
+    ) -> torch.Tensor:
+        """One value per row [B, 1] from logits [B, V] (-inf = illegal): greedy, or sampled after
+        temperature, top-k and nucleus (top-p) filtering."""
+        if not do_sample:
+            return logits.argmax(-1, keepdim=True)
+        logits = logits / max(temperature, 1e-5)
+        if top_k:
+            kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p < 1.0:
+            probs, order = logits.softmax(-1).sort(dim=-1, descending=True)
+            drop = probs.cumsum(-1) - probs >= top_p  # keep the smallest prefix whose mass reaches top_p
+            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        return torch.multinomial(logits.softmax(-1), 1)
+
+    @staticmethod
+    def _guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
+        """Rows [cond; uncond] (2B) -> B guided rows uncond + scale * (cond - uncond) (identity at scale 1)."""
+        if scale == 1.0:
+            return logits
+        cond, uncond = logits.chunk(2)
+        return uncond + scale * (cond - uncond)
+
     @torch.no_grad()
-    def _sample_frame(self, h: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
-        """Sample one frame [B, G] slot by slot from the depth transformer (KV cache across the slots)."""
+    def _sample_frame(
+        self,
+        h: torch.Tensor,
+        temperature: float,
+        top_k: int,
+        top_p: float = 1.0,
+        do_sample: bool = True,
+        guidance_scale: float = 1.0,
+    ) -> torch.Tensor:
+        """Sample one frame [B, G] slot by slot from the depth transformer (KV cache across the slots). With
+        guidance (scale != 1) `h` holds 2B states, the conditional rows then the unconditional ones; each slot
+        is chosen from the guided logits and fed to both halves."""
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        x = self.depth_in(h)[:, None, :]  # [B, 1, dd]: position 0 = the backbone state
+        x = self.depth_in(h)[:, None, :]  # [N, 1, dd]: position 0 = the backbone state
         codes = []
         for k in range(self.config.tokens_per_frame):
             out = self.depth(inputs_embeds=x, past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-            logits = self.depth_head(out).float().masked_fill(~self.slot_valid[k], float("-inf"))
-            logits = logits / max(temperature, 1e-5)  # [B, V]
-            if top_k:
-                kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            nxt = torch.multinomial(logits.softmax(-1), 1)  # [B, 1]
+            logits = self._guide(self.depth_head(out).float(), guidance_scale)
+            logits = logits.masked_fill(~self.slot_valid[k], float("-inf"))
+            nxt = self._pick(logits, temperature, top_k, top_p, do_sample)  # [B, 1]
             codes.append(nxt)
-            x = self.depth_value_embed(nxt)  # [B, 1, dd]
+            fed = nxt if guidance_scale == 1.0 else torch.cat([nxt, nxt])
+            x = self.depth_value_embed(fed)  # [N, 1, dd]
         return torch.cat(codes, dim=1)
 
     @torch.no_grad()
@@ -226,45 +341,95 @@ class FrameLevelSpeechLM(PreTrainedModel):
         min_frames: int = 1,
         temperature: float = 1.0,
         top_k: int = 50,
+        top_p: float = 1.0,
+        do_sample: bool = True,
+        prompt_frames: list[torch.Tensor | None] | None = None,
+        guidance_scale: float = 1.0,
+        unconditional_ids: list[list[int]] | None = None,
     ) -> list[torch.Tensor]:
-        """Continue token prompts (each ending with `<audio>`) with frames; returns codes [T_i, G] per prompt.
+        """Continue prompts with frames; returns the new codes [T_i, G] per prompt.
 
         Args:
-            prompt_ids: e.g. the tokenizer's TTS prompt `<bos> <text> text <audio>` (no audio ids in it).
-            max_frames: frames at most; min_frames: frames before "stop" may be sampled.
-            temperature, top_k: sampling of slot values (the stop decision is sampled at temperature 1).
+            prompt_ids: token prompts ending with `<audio>`, e.g. the tokenizer's TTS prompt
+                `<bos> <text> text-ids <audio>` or the continuation prompt `<bos> <audio>`.
+            max_frames: frames after `<audio>` at most, the prompt's own frames included (as the flat LM's
+                `max_seconds`); min_frames: frames after `<audio>` before "stop" may be chosen.
+            temperature, top_k, top_p, do_sample: choice of slot values (greedy when do_sample is False); the
+                stop decision is sampled at temperature 1 (greedy: stop when its probability exceeds 1/2).
+            prompt_frames: per prompt, codes [T, G] already spoken after `<audio>` (a voice prompt or the
+                speech to continue), or None.
+            guidance_scale: classifier-free guidance toward the text (1 = off): every step also runs the
+                backbone on `unconditional_ids` (default `<bos> <audio>`) followed by the same frames, and
+                each slot value and stop decision is chosen from uncond + scale * (cond - uncond) logits.
+            unconditional_ids: per prompt, the text-free token prompt (ending with `<audio>`).
         """
         from transformers import DynamicCache
 
-        device = self.device
-        B, width = len(prompt_ids), max(len(p) for p in prompt_ids)
-        ids = torch.full((B, width), int(self.config.pad_token_id), dtype=torch.long)
-        mask = torch.zeros(B, width, dtype=torch.long)
-        for i, p in enumerate(prompt_ids):
-            ids[i, width - len(p) :] = torch.tensor(p)
-            mask[i, width - len(p) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
+        device, G, pad = self.device, self.config.tokens_per_frame, int(self.config.pad_token_id)
+        B = len(prompt_ids)
+        given = [
+            torch.zeros(0, G, dtype=torch.long)
+            if f is None
+            else torch.as_tensor(f, dtype=torch.long).reshape(-1, G)
+            for f in (prompt_frames or [None] * B)
+        ]
+        if len(given) != B:
+            raise ValueError(f"{len(given)} prompt_frames for {B} prompts")
+        guided = guidance_scale != 1.0
+        if guided:
+            if unconditional_ids is None:
+                unconditional_ids = [[int(self.config.bos_token_id), int(self.config.audio_token_id)]] * B
+            if len(unconditional_ids) != B:
+                raise ValueError(f"{len(unconditional_ids)} unconditional prompts for {B} prompts")
+            prompt_ids, given = list(prompt_ids) + list(unconditional_ids), given + given
+        for p in prompt_ids:
+            if not p or int(p[-1]) != int(self.config.audio_token_id):
+                raise ValueError("each frame-LM prompt must end with the <audio> token")
+        N = len(prompt_ids)  # B, or 2B rows (cond then uncond) under guidance
+        steps = [len(p) + len(f) for p, f in zip(prompt_ids, given)]
+        width = max(steps)
+        ids = torch.full((N, width), pad, dtype=torch.long)
+        codes = torch.full((N, width, G), -1, dtype=torch.long)
+        mask = torch.zeros(N, width, dtype=torch.long)
+        for i, (p, f) in enumerate(zip(prompt_ids, given)):
+            s = width - steps[i]
+            ids[i, s : s + len(p)] = torch.tensor(p, dtype=torch.long)
+            codes[i, s + len(p) :] = f
+            mask[i, s:] = 1
+        ids, codes, mask = ids.to(device), codes.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         cache = DynamicCache()
         out = self.backbone(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            inputs_embeds=self.embed_steps(ids, codes),
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
         )
-        h = out.last_hidden_state[:, -1]  # [B, d]
+        h = out.last_hidden_state[:, -1]  # [N, d]
+        total = torch.tensor(
+            [len(f) for f in given[:B]], dtype=torch.long, device=device
+        )  # frames after <audio>
+        alive = total < max_frames
         frames: list[torch.Tensor] = []
-        alive = torch.ones(B, dtype=torch.bool, device=device)
         lengths = torch.zeros(B, dtype=torch.long, device=device)
-        for t in range(max_frames):
-            if t >= min_frames:
-                stop = torch.multinomial(self.stop_head(h).float().softmax(-1), 1)[:, 0] == 1
-                alive &= ~stop
+        while alive.any():
+            may_stop = alive & (total >= min_frames)
+            if may_stop.any():
+                p_stop = self._guide(self.stop_head(h).float(), guidance_scale).softmax(-1)[:, 1]
+                stop = torch.bernoulli(p_stop).bool() if do_sample else p_stop > 0.5
+                alive &= ~(stop & may_stop)
             if not alive.any():
                 break
-            frame = self._sample_frame(h, temperature, top_k)  # [B, G]
+            frame = self._sample_frame(h, temperature, top_k, top_p, do_sample, guidance_scale)  # [B, G]
             frames.append(frame)
             lengths += alive.long()
-            mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.long, device=device)], dim=1)
+            total += alive.long()
+            alive &= total < max_frames
+            fed = torch.cat([frame, frame]) if guided else frame  # [N, G]
+            mask = torch.cat([mask, torch.ones(N, 1, dtype=torch.long, device=device)], dim=1)
             positions = positions[:, -1:] + 1
-            emb = self.embed_steps(torch.zeros(B, 1, dtype=torch.long, device=device), frame[:, None])
+            emb = self.embed_steps(torch.full((N, 1), pad, dtype=torch.long, device=device), fed[:, None])
             out = self.backbone(
                 inputs_embeds=emb,
                 attention_mask=mask,
@@ -274,8 +439,6 @@ class FrameLevelSpeechLM(PreTrainedModel):
             )
             h = out.last_hidden_state[:, -1]
         stacked = (
-            torch.stack(frames, dim=1)
-            if frames
-            else torch.zeros(B, 0, self.config.tokens_per_frame, dtype=torch.long)
+            torch.stack(frames, dim=1) if frames else torch.zeros(B, 0, G, dtype=torch.long, device=device)
         )
         return [stacked[i, : int(lengths[i])].cpu() for i in range(B)]

@@ -25,7 +25,7 @@ from transformers import LogitsProcessorList, Pipeline
 
 from .guidance import TextGuidanceLogitsProcessor, check_guidance_scale, unconditional_prompt
 from .logits import FrameGrammar, FrameGrammarLogitsProcessor, check_frame_grammar
-from .modeling import check_lm_tokenizer
+from .modeling import check_lm_tokenizer, is_frame_lm
 
 CONTINUATION_TASK = "speech-continuation"
 
@@ -172,6 +172,10 @@ class SpeechGenerationPipeline(Pipeline):
         seed: int | None = None,
         guidance_scale: float = 1.0,
     ) -> dict[str, Any]:
+        if is_frame_lm(self.model):
+            return self._forward_frames(
+                prompts, temperature, top_k, top_p, do_sample, max_seconds, min_frames, seed, guidance_scale
+            )
         processor = FrameGrammarLogitsProcessor(self.grammar, max_seconds=max_seconds, min_frames=min_frames)
         processors = [processor]
         if guidance_scale != 1.0:  # guidance first: the grammar then masks the guided scores
@@ -209,13 +213,73 @@ class SpeechGenerationPipeline(Pipeline):
         )
         return {"sequences": sequences.cpu(), "prompt_length": input_ids.shape[1], "prompts": prompts}
 
+    def _forward_frames(
+        self,
+        prompts: list[SpeechPrompt],
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        do_sample: bool,
+        max_seconds: float,
+        min_frames: int,
+        seed: int | None,
+        guidance_scale: float,
+    ) -> dict[str, Any]:
+        """Generation with a frame-level LM (`FrameLevelSpeechLM.generate_frames`): the same prompts, limits and
+        sampling; the new frames come back as audio ids followed by `<eos>`, as the flat LM's do."""
+        tok, G = self.tokenizer, self.grammar.tokens_per_frame
+        max_frames = self.grammar.max_frames(max_seconds)
+        if max_frames is None:  # no time limit: the backbone's positions are the limit
+            max_frames = int(self.model.config.backbone.get("max_position_embeddings", 4096))
+        if min_frames < 0 or min_frames > max_frames:
+            raise ValueError(
+                f"min_frames must be in [0, {max_frames}] for max_seconds={max_seconds}, got {min_frames}"
+            )
+        token_prompts, frames, uncond = [], [], []
+        for p in prompts:
+            a = len(p.input_ids) - 1 - p.input_ids[::-1].index(int(tok.audio_token_id))
+            audio = p.input_ids[a + 1 :]
+            if len(audio) % G:
+                raise ValueError(
+                    f"the prompt's {len(audio)} audio ids after <audio> are not whole frames of {G}"
+                )
+            if len(audio) // G >= max_frames:
+                raise ValueError(
+                    f"a prompt already holds {len(audio) // G} frames; max_seconds={max_seconds} allows "
+                    f"{max_frames}: raise max_seconds"
+                )
+            token_prompts.append(p.input_ids[: a + 1])
+            frames.append(torch.tensor(audio, dtype=torch.long).reshape(-1, G) - int(tok.audio_offset))
+            uncond.append(
+                unconditional_prompt(p.input_ids[: a + 1], int(tok.bos_token_id), int(tok.audio_token_id))
+            )
+        if seed is not None:
+            torch.manual_seed(seed)
+        codes = self.model.generate_frames(
+            token_prompts,
+            max_frames=max_frames,
+            min_frames=min_frames,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            do_sample=do_sample,
+            prompt_frames=frames,
+            guidance_scale=guidance_scale,
+            unconditional_ids=uncond,
+        )
+        eos = int(tok.eos_token_id)
+        generated = [list(tok.codes_to_ids(c)) + [eos] if len(c) else [eos] for c in codes]
+        return {"generated": generated, "prompts": prompts}
+
     def postprocess(
         self, outputs: dict[str, Any], include_prompt_audio: bool = False
     ) -> list[dict[str, Any]]:
         tok, eos = self.tokenizer, int(self.tokenizer.eos_token_id)
         generated: list[list[int]] = []
-        for row, prompt in zip(outputs["sequences"].tolist(), outputs["prompts"]):
-            new = row[outputs["prompt_length"] :]
+        rows = outputs.get("generated")
+        if rows is None:  # flat LM: the new part of each left-padded sequence
+            rows = [row[outputs["prompt_length"] :] for row in outputs["sequences"].tolist()]
+        for new, prompt in zip(rows, outputs["prompts"]):
             if eos in new:
                 new = new[: new.index(eos) + 1]
             problems = check_frame_grammar(prompt.input_ids + new, self.grammar)

@@ -179,3 +179,22 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
 def initial_loss_estimate(vocab_size: int) -> float:
     """Cross-entropy of a uniform predictor, ln(vocab): what an untrained LM should score."""
     return math.log(vocab_size)
+
+
+def load_speech_lm(path: str, **kwargs):
+    """A saved jepatok speech LM of either architecture: `LlamaForCausalLM` (flat, `AutoModelForCausalLM`) or
+    `FrameLevelSpeechLM` (`model_type` `jepatok_frame_lm`, `AutoModel`). `kwargs` go to `from_pretrained`."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    import jepatok  # noqa: F401  (registers the frame LM with the Auto classes)
+
+    config = AutoConfig.from_pretrained(path, local_files_only=kwargs.get("local_files_only", False))
+    if config.model_type == "jepatok_frame_lm":
+        return AutoModel.from_pretrained(path, **kwargs)
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def is_frame_lm(model) -> bool:
+    """Whether `model` (possibly wrapped by DDP/Accelerate) is a frame-level speech LM."""
+    inner = getattr(model, "module", model)
+    return getattr(getattr(inner, "config", None), "model_type", None) == "jepatok_frame_lm"

@@ -26,9 +26,25 @@ import torch
 
 
 @torch.no_grad()
-def audio_nll(model, ids: list[int], audio_start: int) -> float:
-    """Summed NLL (nats) of `ids[audio_start:]` given everything before, in one forward pass."""
+def audio_nll(model, ids: list[int], audio_start: int, tokenizer=None) -> float:
+    """Summed NLL (nats) of `ids[audio_start:]` given everything before, in one forward pass.
+
+    For a frame-level LM (`jepatok.lm.frame_model`; needs `tokenizer`) `ids` must be a whole sequence ending
+    with the audio after `<audio>` (and `<eos>`); the NLL is that of its frames and stop decisions."""
+    from .modeling import is_frame_lm
+
     device = next(model.parameters()).device
+    if is_frame_lm(model):
+        from .data import LMExample
+        from .frame_model import collate_frames, to_frame_example
+
+        if tokenizer is None:
+            raise ValueError("audio_nll of a frame-level LM needs the tokenizer")
+        if ids.index(int(tokenizer.audio_token_id)) != audio_start - 1:
+            raise ValueError("a frame-level LM scores everything after <audio>: audio_start must follow it")
+        example = to_frame_example(LMExample(list(ids), list(ids)), tokenizer)
+        out = model(collate_frames([example], int(tokenizer.pad_token_id)).to(device))
+        return float(out.frame_nll + out.stop_nll)
     x = torch.tensor([ids], dtype=torch.long, device=device)
     logits = model(input_ids=x).logits[0, audio_start - 1 : -1].float()
     targets = x[0, audio_start:]
@@ -73,8 +89,14 @@ def text_gain(
     if not with_text:
         raise ValueError("no row has a transcript: text gain needs a `text` column with transcripts")
     chosen = [with_text[i] for i in _pick_indices(len(with_text), max_examples)]
+    from .modeling import is_frame_lm
+
+    frame = is_frame_lm(model)
     if max_positions is None:
-        max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        config = getattr(model, "config", None)
+        max_positions = getattr(config, "max_position_embeddings", None)
+        if frame:
+            max_positions = config.backbone.get("max_position_embeddings")
     limit = int(max_positions or 1 << 30)
     G, rate = int(tokenizer.tokens_per_frame), float(tokenizer.frame_rate)
     was_training = model.training
@@ -84,11 +106,13 @@ def text_gain(
         for i in tqdm(chosen, desc="text-gain", unit="example", disable=not progress):
             row = rows[i]
             tts, cont, scored = example_pair(tokenizer, row["audio_codes"], row["text"].strip())
-            if len(tts) > limit:
+            # a frame LM takes one step per frame: its length is the prompt plus the frames
+            steps = len(tts) - scored + (scored - 1) // G if frame else len(tts)
+            if steps > limit:
                 too_long += 1
                 continue
-            a = audio_nll(model, tts, len(tts) - scored)
-            b = audio_nll(model, cont, len(cont) - scored)
+            a = audio_nll(model, tts, len(tts) - scored, tokenizer)
+            b = audio_nll(model, cont, len(cont) - scored, tokenizer)
             with_nll, without_nll = with_nll + a, without_nll + b
             gains.append(b - a)
             seconds.append((scored - 1) / G / rate)

@@ -76,16 +76,30 @@ def load_pretokenized(path: str, tokenizer) -> dict:
     return splits
 
 
-def make_packed(split, tokenizer, args: LMTrainArgs) -> tuple[PackedDataset, dict]:
-    """Sequences of one split, packed into blocks; returns the dataset and its build statistics."""
+def make_packed(split, tokenizer, args: LMTrainArgs):
+    """Sequences of one split, packed into blocks (flat) or one per row (frame, `FrameDataset`); returns the
+    dataset and its build statistics."""
     texts = split["text"] if "text" in split.column_names else [""] * len(split)
+    frame = args.architecture == "frame"
+    G = int(tokenizer.tokens_per_frame)
+    # frame mode: block_size counts steps; continuation windows of block_size - 2 frames fit <bos> <audio> ...
+    flat_limit = (args.block_size - 2) * G + 3 if frame else args.block_size
     examples, stats = build_examples(
-        split["audio_codes"], texts, tokenizer, args.sequence_mode, args.block_size, args.mask_text_labels
+        split["audio_codes"], texts, tokenizer, args.sequence_mode, flat_limit, args.mask_text_labels
     )
-    if not examples:
+    if frame:
+        from .frame_model import FrameDataset, to_frame_example
+
+        converted = [to_frame_example(e, tokenizer) for e in examples]
+        kept = [e for e in converted if e.num_steps <= args.block_size]
+        stats.dropped_too_long += len(converted) - len(kept)
+        stats.tts -= sum(1 for e in converted if e.num_steps > args.block_size and len(e.prompt_ids) > 2)
+    if not (kept if frame else examples):
         raise ValueError(
             f"no training sequences could be built ({stats}); check sequence_mode and block_size"
         )
+    if frame:
+        return FrameDataset(kept, int(tokenizer.pad_token_id)), vars(stats)
     return PackedDataset(examples, args.block_size, int(tokenizer.pad_token_id)), vars(stats)
 
 
@@ -106,6 +120,16 @@ def make_optimizer(model: torch.nn.Module, args: LMTrainArgs) -> torch.optim.Opt
     return torch.optim.AdamW(
         groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_eps
     )
+
+
+def batch_loss_terms(model, batch, frame: bool) -> tuple[torch.Tensor, int]:
+    """(summed NLL in nats, number of scored targets) of a micro-batch: label tokens (flat LM) or frame slot
+    values + stop decisions (frame LM)."""
+    if frame:
+        out = model(batch)
+        return out.frame_nll + out.stop_nll, batch.num_targets()
+    nll, targets = batch_nll(model, batch)
+    return nll.sum(), int((targets != IGNORE_INDEX).sum())
 
 
 def batch_nll(model, batch: LMBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,18 +163,23 @@ def evaluate(model, packed: PackedDataset, tokenizer, args: LMTrainArgs, acceler
     sums = torch.zeros(
         4, dtype=torch.float64, device=accelerator.device
     )  # nll, tokens, audio nll, audio tokens
+    frame = args.architecture == "frame"
     for b in range(n_batches):
         chunk = mine[b * bs : (b + 1) * bs]
         batch = packed.collate(chunk or [0]).to(accelerator.device)
-        with accelerator.autocast():
-            nll, targets = batch_nll(model, batch)
-        labelled = targets != IGNORE_INDEX
-        audio = targets >= offset
-        coded = audio | (targets == eos)  # what coding the audio costs: its tokens and where it ends
-        part = torch.stack([nll[labelled].sum(), labelled.sum(), nll[coded].sum(), audio.sum()]).to(
-            torch.float64
-        )
-        sums += part * float(bool(chunk))
+        if frame:  # every scored value codes the audio: the frames' slot values and the stop decisions
+            with accelerator.autocast():
+                nll, n = batch_loss_terms(model, batch, frame=True)
+            frames = int((batch.target_codes[..., 0] >= 0).sum())
+            part = torch.tensor([float(nll), n, float(nll), frames * G], dtype=torch.float64)
+        else:
+            with accelerator.autocast():
+                nll, targets = batch_nll(model, batch)
+            labelled = targets != IGNORE_INDEX
+            audio = targets >= offset
+            coded = audio | (targets == eos)  # what coding the audio costs: its tokens and where it ends
+            part = torch.stack([nll[labelled].sum(), labelled.sum(), nll[coded].sum(), audio.sum()])
+        sums += part.to(torch.float64).to(sums.device) * float(bool(chunk))
     sums = accelerator.reduce(sums, reduction="sum")
     model.train(was_training)
     nll, tokens, audio_nll, audio_tokens = (float(x) for x in sums.tolist())
@@ -184,6 +213,9 @@ def evaluate_text_gain(model, rows, tokenizer, args: LMTrainArgs, accelerator) -
     if rows is None or "text" not in rows.column_names:
         return {}
     unwrapped = accelerator.unwrap_model(model)
+    positions = getattr(unwrapped.config, "max_position_embeddings", None) or unwrapped.config.backbone.get(
+        "max_position_embeddings", args.block_size
+    )
     try:
         with accelerator.autocast():
             m = text_gain(
@@ -192,7 +224,7 @@ def evaluate_text_gain(model, rows, tokenizer, args: LMTrainArgs, accelerator) -
                 rows,
                 args.eval_text_gain_examples,
                 progress=False,
-                max_positions=min(args.block_size, unwrapped.config.max_position_embeddings),
+                max_positions=min(args.block_size, positions),
             )
     except ValueError:  # no transcript in the split, or every example longer than a block
         return {}
@@ -257,6 +289,23 @@ def _after_step(step: int) -> None:
 def _build_model(args: LMTrainArgs, tokenizer):
     from transformers import AutoModelForCausalLM
 
+    if args.architecture == "frame":
+        from .frame_model import FrameLevelSpeechLM, build_frame_lm_config
+        from .modeling import is_frame_lm, load_speech_lm
+
+        if args.init_from:
+            model = load_speech_lm(args.init_from, dtype=torch.float32)
+            if not is_frame_lm(model):
+                raise ValueError(
+                    f"init_from {args.init_from} is a flat LM; architecture=frame needs a frame LM"
+                )
+        else:
+            torch.manual_seed(args.seed)
+            model = FrameLevelSpeechLM(
+                build_frame_lm_config(args.model_preset, tokenizer, **args.model_overrides)
+            )
+        check_lm_tokenizer(model, tokenizer)
+        return model
     if args.init_from:
         model = AutoModelForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
         check_lm_tokenizer(model, tokenizer, check_codec=not args.init_from_other_codec)
@@ -293,6 +342,7 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
     if not (args.data and args.tokenizer and args.output_dir):
         raise ValueError("data, tokenizer and output_dir are required")
     out = Path(args.output_dir)
+    frame = args.architecture == "frame"
     if resume and not list_checkpoints(out):  # checked before any setup: fail fast
         raise FileNotFoundError(
             f"--resume was given but {out / 'checkpoints'} holds no complete checkpoint; "
@@ -360,8 +410,13 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
         n_params = count_parameters(accelerator.unwrap_model(model))
         n_train = count_parameters(accelerator.unwrap_model(model), trainable_only=True)
         accelerator.print(
-            f"train-lm: {n_params / 1e6:.2f} M parameters ({n_train / 1e6:.2f} M trainable), {len(train_set)} blocks of "
-            f"{args.block_size} tokens, {world} process(es), sequences {train_stats}, starting at step {step}"
+            f"train-lm ({args.architecture}): {n_params / 1e6:.2f} M parameters ({n_train / 1e6:.2f} M trainable), "
+            + (
+                f"{len(train_set)} sequences of at most {args.block_size} steps"
+                if frame
+                else f"{len(train_set)} blocks of {args.block_size} tokens"
+            )
+            + f", {world} process(es), sequences {train_stats}, starting at step {step}"
         )
     model.train()
     history: list[dict[str, float]] = []
@@ -370,14 +425,16 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
     bar = tqdm(total=args.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train-lm")
     while step < args.max_steps:
         micro = [micro_batch(step * ga + i) for i in range(ga)]
-        n_tokens = sum(int((b.labels[:, 1:] != IGNORE_INDEX).sum()) for b in micro)
+        n_tokens = sum(
+            b.num_targets() if frame else int((b.labels[:, 1:] != IGNORE_INDEX).sum()) for b in micro
+        )
         step_loss, grad_norm = 0.0, float("nan")
         for batch in micro:
             # accumulate() skips gradient sync (DDP) and makes optimizer.step/zero_grad no-ops until the last
             # micro-batch of the step; it also works with DeepSpeed/FSDP, which own these steps there.
             with accelerator.accumulate(model):
-                nll, _ = batch_nll(model, batch)
-                loss = nll.sum() / max(1, n_tokens)  # mean over the step's label tokens on this process
+                nll, _ = batch_loss_terms(model, batch, frame)
+                loss = nll / max(1, n_tokens)  # mean over the step's scored targets on this process
                 accelerator.backward(loss * ga)  # backward() divides by gradient_accumulation_steps
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)

@@ -207,20 +207,19 @@ def load_pretrained(name: str = "small", device: str = "cpu", root: str | os.Pat
 
     The tokenizer is a `JepaSpeechTokenizer` whose codec (`tokenizer.codec`, loaded on first audio use,
     checked against the recorded hashes) is the shipped `JepaCodecModel`; the LM is a
-    `LlamaForCausalLM` in eval mode. Nothing is downloaded (`local_files_only=True`).
+    `LlamaForCausalLM` (or a `FrameLevelSpeechLM`, whichever the checkpoint holds) in eval mode. Nothing is downloaded (`local_files_only=True`).
 
     Args:
         name: checkpoint name (`"small"`).
         device: torch device for the LM.
         root: folder holding the checkpoints (default: the package's).
     """
-    from transformers import AutoModelForCausalLM
-
+    from ..lm.modeling import load_speech_lm
     from ..tokenizer.tokenization import JepaSpeechTokenizer
 
     paths = check_pretrained(name, root)
     tokenizer = JepaSpeechTokenizer.from_pretrained(str(paths.tokenizer_dir), local_files_only=True)
-    lm = AutoModelForCausalLM.from_pretrained(str(paths.lm_dir), local_files_only=True).to(device).eval()
+    lm = load_speech_lm(str(paths.lm_dir), local_files_only=True).to(device).eval()
     if lm.config.vocab_size < len(tokenizer):
         raise ValueError(
             f"shipped LM vocabulary ({lm.config.vocab_size}) is smaller than the tokenizer's ({len(tokenizer)})"
