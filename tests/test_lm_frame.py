@@ -180,3 +180,39 @@ def test_pipeline_drives_the_frame_lm(tok, tmp_path):
         pipe("hello world", max_seconds=2 / tok.frame_rate, seed=0, guidance_scale=2.0)["ids"][-1]
         == tok.eos_token_id
     )
+
+
+def test_value_split_is_the_same_likelihood_factorised(tok, examples, tmp_path):
+    """value_split=S: p(v) = p(v // S) p(v % S | v // S) over legal values only; forward's NLL is that of
+    depth_logits' log-probabilities, which normalise; the greedy sampler takes the likeliest hi, then lo."""
+    torch.manual_seed(0)
+    model = FrameLevelSpeechLM(build_frame_lm_config("tiny", tok, value_split=128)).eval()
+    assert not hasattr(model, "depth_head") and model.depth_head_hi.out_features == 128
+    batch = collate_frames([to_frame_example(e, tok) for e in examples], tok.pad_token_id)
+    with torch.no_grad():
+        out = model(batch)
+        emb = model.embed_steps(batch.input_ids, batch.frame_codes)
+        h = model.backbone(inputs_embeds=emb, position_ids=batch.position_ids).last_hidden_state
+        has = batch.target_codes[..., 0] >= 0
+        tgt = batch.target_codes[has]
+        lp = model.depth_logits(h[has], tgt[:, :-1])  # [N, 19, V]
+    torch.testing.assert_close(torch.logsumexp(lp, -1), torch.zeros(lp.shape[:2]), atol=1e-4, rtol=0)
+    assert torch.isinf(lp[:, -1, 16:]).all()  # the last slot has 16 legal values
+    torch.testing.assert_close(-lp.gather(-1, tgt[..., None]).sum(), out.frame_nll, rtol=1e-5, atol=1e-3)
+    h0 = torch.randn(3, model.config.backbone["hidden_size"])
+    greedy = model._sample_frame(h0, 1.0, 0, do_sample=False)
+    assert (greedy[:, -1] < 16).all()
+    with torch.no_grad():
+        lp0 = model.depth_logits(h0, greedy[:, :-1])  # [3, 19, V]
+    hi_marginal = torch.logsumexp(lp0.unflatten(-1, (-1, 128)), -1)  # [3, 19, 128]
+    assert torch.equal(hi_marginal.argmax(-1), greedy // 128)
+    given_hi = lp0.unflatten(-1, (-1, 128)).gather(2, (greedy // 128)[..., None, None].expand(-1, -1, 1, 128))
+    assert torch.equal(given_hi[:, :, 0].argmax(-1), greedy % 128)
+    model.save_pretrained(tmp_path)
+    from jepatok.lm.modeling import load_speech_lm
+
+    loaded = load_speech_lm(str(tmp_path)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch).frame_nll, out.frame_nll)
+    with pytest.raises(ValueError, match="value_split"):
+        build_frame_lm_config("tiny", tok, value_split=1)

@@ -12,7 +12,7 @@ from datasets import load_from_disk
 from lm_helpers import make_pretokenized, save_lm_dir, single_thread, speech_tokenizer, tiny_lm  # noqa: F401  (autouse fixture)
 
 from jepatok.cli import main
-from jepatok.lm.text_gain import audio_nll, example_pair, text_gain
+from jepatok.lm.text_gain import NoTextGainExamples, audio_nll, example_pair, text_gain
 
 
 class BigramLM(torch.nn.Module):
@@ -68,10 +68,10 @@ def test_gain_is_the_nll_difference_and_zero_for_a_model_blind_to_text(data):
     assert blind["examples_helped_by_text"] == 0.0
     short = text_gain(lm, tok, rows, max_examples=3, progress=False)
     assert short["examples"] == 3
-    with pytest.raises(ValueError, match="no row has a transcript"):
+    with pytest.raises(NoTextGainExamples, match="no row has a transcript"):
         text_gain(lm, tok, rows.map(lambda r: {"text": ""}), progress=False)
     lm.config.max_position_embeddings = 4
-    with pytest.raises(ValueError, match="longer than the LM's 4 positions"):
+    with pytest.raises(NoTextGainExamples, match="longer than the LM.s 4 positions"):
         text_gain(lm, tok, rows, progress=False)
 
 

@@ -31,6 +31,8 @@ class LMTrainArgs:
             frame) or "frame" (`FrameLevelSpeechLM`: the backbone steps once per frame, a depth transformer
             predicts the frame's 19 values). In frame mode `block_size` counts steps (text tokens + frames), one
             example per batch row, and `max_eval_blocks` caps the evaluation examples.
+        frame_value_split (int, 128): the frame LM's `value_split` (each slot value predicted as value // S then
+            value % S; 0 = one softmax over all values).
         model_preset (str, "tiny"): LM architecture preset (`tiny`, `small`, `base`; the frame LM's backbone).
         model_overrides (dict, {}): LlamaConfig fields replacing the preset's values.
         init_from (str | None, None): start from a saved LM directory instead of random init (fine-tuning/LoRA).
@@ -66,6 +68,7 @@ class LMTrainArgs:
     """
 
     architecture: str = "flat"
+    frame_value_split: int = 128
     model_preset: str = "tiny"
     model_overrides: dict = field(default_factory=dict)
     init_from: str | None = None

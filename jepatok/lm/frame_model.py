@@ -38,6 +38,10 @@ class FrameLMConfig(PretrainedConfig):
         vocab_size (`int`): the tokenizer's `len()` (token embeddings for the text prompt).
         slot_sizes (`list[int]`): legal values per slot (19 slots; the last has 16).
         frame_embed_dim (`int`, 32): per-slot value embedding width (frame input = Linear(concat of 19)).
+        value_split (`int`, 0): 0 = each slot value is one softmax over all values (16384 for the `small`
+            codec); S > 0 = the value v is predicted as (v // S, then v % S given it): two small softmaxes
+            instead of one large one, the same exact likelihood by the chain rule, ~S/2 times less work in the
+            output layer (the cost of the 16384-way version dominated a CPU training step).
         audio_offset, bos_token_id, eos_token_id, pad_token_id, audio_token_id (`int`): tokenizer ids.
         jepatok (`dict`): tokenizer/codec metadata, as for the flat LM.
     """
@@ -53,6 +57,7 @@ class FrameLMConfig(PretrainedConfig):
         audio_offset: int = 0,
         audio_token_id: int = 0,
         frame_embed_dim: int = 32,
+        value_split: int = 0,
         jepatok: dict | None = None,
         **kwargs,
     ):
@@ -65,6 +70,9 @@ class FrameLMConfig(PretrainedConfig):
         self.audio_offset = int(audio_offset)
         self.audio_token_id = int(audio_token_id)
         self.frame_embed_dim = int(frame_embed_dim)
+        self.value_split = int(value_split)
+        if self.value_split < 0 or self.value_split == 1:
+            raise ValueError(f"value_split must be 0 (off) or >= 2, got {value_split}")
         self.jepatok = dict(jepatok or {})
         super().__init__(**kwargs)
 
@@ -73,7 +81,7 @@ class FrameLMConfig(PretrainedConfig):
         return len(self.slot_sizes)
 
 
-def build_frame_lm_config(preset: str, tokenizer, **overrides) -> FrameLMConfig:
+def build_frame_lm_config(preset: str, tokenizer, value_split: int = 0, **overrides) -> FrameLMConfig:
     """A FrameLMConfig whose backbone matches flat preset `preset` (for like-for-like comparisons);
     `overrides` are LlamaConfig fields replacing the backbone preset's values (as `model_overrides` of the flat
     LM)."""
@@ -89,6 +97,7 @@ def build_frame_lm_config(preset: str, tokenizer, **overrides) -> FrameLMConfig:
         bos_token_id=int(tokenizer.bos_token_id),
         eos_token_id=int(tokenizer.eos_token_id),
         pad_token_id=int(tokenizer.pad_token_id),
+        value_split=value_split,
         jepatok=lm_metadata(tokenizer),
     )
 
@@ -201,7 +210,11 @@ class FrameLevelSpeechLM(PreTrainedModel):
     def __init__(self, config: FrameLMConfig):
         super().__init__(config)
         G, V = config.tokens_per_frame, max(config.slot_sizes)
-        bb = LlamaConfig(vocab_size=config.vocab_size, **config.backbone)
+        # The backbone embeds only text and special ids (below audio_offset): frames enter through value_embed.
+        n_tok = config.audio_offset if 0 < config.audio_offset <= config.vocab_size else config.vocab_size
+        if config.pad_token_id is not None and config.pad_token_id >= n_tok:
+            raise ValueError(f"pad_token_id {config.pad_token_id} must be a text/special id (< {n_tok})")
+        bb = LlamaConfig(vocab_size=n_tok, **config.backbone)
         dp = LlamaConfig(
             vocab_size=1, bos_token_id=None, eos_token_id=None, pad_token_id=None, **config.depth
         )
@@ -215,7 +228,14 @@ class FrameLevelSpeechLM(PreTrainedModel):
         self.depth_in = nn.Linear(d, dd)
         self.depth = LlamaModel(dp)
         self.depth_value_embed = nn.Embedding(V, dd)  # previous slot's value (slot identity: RoPE position)
-        self.depth_head = nn.Linear(dd, V)
+        self.split = config.value_split
+        if self.split:  # v = hi * split + lo: p(hi | state) p(lo | state, hi)
+            n_hi = -(-V // self.split)
+            self.depth_head_hi = nn.Linear(dd, n_hi)
+            self.hi_embed = nn.Embedding(n_hi, dd)
+            self.depth_head_lo = nn.Linear(dd, self.split)
+        else:
+            self.depth_head = nn.Linear(dd, V)
         valid = torch.arange(V)[None, :] < torch.tensor(config.slot_sizes)[:, None]  # [G, V]
         self.register_buffer("slot_valid", valid, persistent=False)
         self.post_init()
@@ -249,16 +269,51 @@ class FrameLevelSpeechLM(PreTrainedModel):
         frame = self.frame_proj(self.value_embed(frame_codes.clamp_min(0)).flatten(-2))  # [B, S, d]
         return torch.where(is_frame[..., None], frame, tok)
 
-    def depth_logits(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced slot logits [N, k, V] for states h [N, d] and the first k slot values codes [N, k-1]."""
+    def depth_hidden(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced depth states [N, k, dd] for backbone states h [N, d] and slot values codes [N, k-1]."""
         cond = self.depth_in(h)[:, None, :]  # [N, 1, dd]
         prev = self.depth_value_embed(codes)  # [N, k-1, dd]
         # Position 0 carries the backbone state, later positions the previous slot value only (adding the
         # state to every position drowned the value signal: a memorisation test plateaued at ln(18)).
         x = torch.cat([cond, prev], dim=1)  # [N, k, dd]
-        out = self.depth(inputs_embeds=x, use_cache=False).last_hidden_state
-        logits = self.depth_head(out).float()  # [N, k, V]
-        return logits.masked_fill(~self.slot_valid[: x.shape[1]], float("-inf"))
+        return self.depth(inputs_embeds=x, use_cache=False).last_hidden_state
+
+    def _split_logits(
+        self, out: torch.Tensor, hi: torch.Tensor | None, slots: torch.Tensor, guidance_scale: float = 1.0
+    ) -> torch.Tensor:
+        """value_split mode: masked logits of hi (`hi` None) [..., n_hi], or of lo given hi [..., split].
+        `out` [..., dd] are depth states of slots `slots` (broadcast over out's leading dims)."""
+        sizes = torch.tensor(self.config.slot_sizes, device=out.device)[slots]
+        if hi is None:
+            logits = self._guide(self.depth_head_hi(out).float(), guidance_scale)
+            starts = torch.arange(logits.shape[-1], device=out.device) * self.split
+            return logits.masked_fill(starts >= sizes[..., None], float("-inf"))
+        logits = self._guide(self.depth_head_lo(out + self.hi_embed(hi)).float(), guidance_scale)
+        if guidance_scale != 1.0:
+            hi = hi.chunk(2)[0]
+        room = sizes - hi * self.split  # legal lo values below this
+        return logits.masked_fill(
+            torch.arange(self.split, device=out.device) >= room[..., None], float("-inf")
+        )
+
+    def depth_logits(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced slot scores [N, k, V] for states h [N, d] and the first k slot values codes [N, k-1]:
+        logits, or with `value_split` the log-probabilities log p(hi) + log p(lo | hi) of every value (either
+        way -inf on illegal values; softmax gives the model's distribution)."""
+        out = self.depth_hidden(h, codes)  # [N, k, dd]
+        k, V = out.shape[1], self.slot_valid.shape[1]
+        if not self.split:
+            return self.depth_head(out).float().masked_fill(~self.slot_valid[:k], float("-inf"))
+        slots = torch.arange(k, device=out.device)
+        hi_lp = self._split_logits(out, None, slots).log_softmax(-1)  # [N, k, H]
+        n_hi = hi_lp.shape[-1]
+        every_hi = torch.arange(n_hi, device=out.device)
+        lo = self._split_logits(out[:, :, None, :], every_hi, slots[:, None])  # [N, k, H, split]
+        lo = lo.masked_fill(torch.isinf(lo).all(-1, keepdim=True), 0.0).log_softmax(
+            -1
+        )  # hi rows that are empty
+        scores = (hi_lp[..., None] + lo).flatten(-2)[..., :V]
+        return scores.masked_fill(~self.slot_valid[:k], float("-inf"))
 
     # --- training ----------------------------------------------------------------------------------------
     def forward(self, batch: FrameBatch) -> FrameLMOutput:
@@ -268,7 +323,15 @@ class FrameLevelSpeechLM(PreTrainedModel):
         ).last_hidden_state  # [B, S, d]
         has_target = batch.target_codes[..., 0] >= 0  # [B, S]
         hs, tgt = h[has_target], batch.target_codes[has_target]  # [N, d], [N, G]
-        if hs.shape[0]:
+        if hs.shape[0] and self.split:
+            out = self.depth_hidden(hs, tgt[:, :-1])  # [N, G, dd]
+            slots = torch.arange(tgt.shape[1], device=tgt.device)
+            hi, lo = tgt // self.split, tgt % self.split
+            hi_logits = self._split_logits(out, None, slots)
+            lo_logits = self._split_logits(out, hi, slots)
+            frame_nll = F.cross_entropy(hi_logits.flatten(0, 1), hi.flatten(), reduction="sum")
+            frame_nll = frame_nll + F.cross_entropy(lo_logits.flatten(0, 1), lo.flatten(), reduction="sum")
+        elif hs.shape[0]:
             logits = self.depth_logits(hs, tgt[:, :-1])  # [N, G, V]
             frame_nll = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="sum")
         else:
@@ -325,9 +388,18 @@ class FrameLevelSpeechLM(PreTrainedModel):
         codes = []
         for k in range(self.config.tokens_per_frame):
             out = self.depth(inputs_embeds=x, past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-            logits = self._guide(self.depth_head(out).float(), guidance_scale)
-            logits = logits.masked_fill(~self.slot_valid[k], float("-inf"))
-            nxt = self._pick(logits, temperature, top_k, top_p, do_sample)  # [B, 1]
+            if self.split:  # hi, then lo given hi (top-k / top-p apply to each choice)
+                slot = torch.tensor(k, device=out.device)  # every row is at slot k
+                hi = self._pick(
+                    self._split_logits(out, None, slot, guidance_scale), temperature, top_k, top_p, do_sample
+                )
+                hi_fed = hi[:, 0] if guidance_scale == 1.0 else torch.cat([hi, hi])[:, 0]
+                lo_logits = self._split_logits(out, hi_fed, slot, guidance_scale)
+                nxt = hi * self.split + self._pick(lo_logits, temperature, top_k, top_p, do_sample)
+            else:
+                logits = self._guide(self.depth_head(out).float(), guidance_scale)
+                logits = logits.masked_fill(~self.slot_valid[k], float("-inf"))
+                nxt = self._pick(logits, temperature, top_k, top_p, do_sample)  # [B, 1]
             codes.append(nxt)
             fed = nxt if guidance_scale == 1.0 else torch.cat([nxt, nxt])
             x = self.depth_value_embed(fed)  # [N, 1, dd]

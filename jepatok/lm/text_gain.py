@@ -25,6 +25,10 @@ from pathlib import Path
 import torch
 
 
+class NoTextGainExamples(ValueError):
+    """Nothing to score: no row has a transcript, or every chosen example is longer than the LM's positions."""
+
+
 @torch.no_grad()
 def audio_nll(model, ids: list[int], audio_start: int, tokenizer=None) -> float:
     """Summed NLL (nats) of `ids[audio_start:]` given everything before, in one forward pass.
@@ -87,7 +91,7 @@ def text_gain(
     texts = rows["text"]
     with_text = [i for i, t in enumerate(texts) if t and t.strip()]
     if not with_text:
-        raise ValueError("no row has a transcript: text gain needs a `text` column with transcripts")
+        raise NoTextGainExamples("no row has a transcript: text gain needs a `text` column with transcripts")
     chosen = [with_text[i] for i in _pick_indices(len(with_text), max_examples)]
     from .modeling import is_frame_lm
 
@@ -120,7 +124,7 @@ def text_gain(
     finally:
         model.train(was_training)
     if not gains:
-        raise ValueError(f"every chosen example is longer than the LM's {limit} positions")
+        raise NoTextGainExamples(f"every chosen example is longer than the LM's {limit} positions")
     total_s = sum(seconds)
     bits = 1.0 / math.log(2)
     lo, hi = bootstrap_rate_ci(gains, seconds, resamples=2000, seed=0)

@@ -208,7 +208,7 @@ def evaluate_text_gain(model, rows, tokenizer, args: LMTrainArgs, accelerator) -
     """`eval/text_gain_bits_per_audio_second` (and its share of the audio's bits) on the first
     `eval_text_gain_examples` validation examples with text, spread over the split. Every process scores the
     same examples (no collectives: an FSDP forward gathers on all ranks alike); {} when the split has no text."""
-    from .text_gain import text_gain
+    from .text_gain import NoTextGainExamples, text_gain
 
     if rows is None or "text" not in rows.column_names:
         return {}
@@ -226,7 +226,7 @@ def evaluate_text_gain(model, rows, tokenizer, args: LMTrainArgs, accelerator) -
                 progress=False,
                 max_positions=min(args.block_size, positions),
             )
-    except ValueError:  # no transcript in the split, or every example longer than a block
+    except NoTextGainExamples:  # no transcript in the split, or every example longer than a block
         return {}
     return {
         "eval/text_gain_bits_per_audio_second": m["text_gain_bits_per_audio_second"],
@@ -301,9 +301,10 @@ def _build_model(args: LMTrainArgs, tokenizer):
                 )
         else:
             torch.manual_seed(args.seed)
-            model = FrameLevelSpeechLM(
-                build_frame_lm_config(args.model_preset, tokenizer, **args.model_overrides)
+            config = build_frame_lm_config(
+                args.model_preset, tokenizer, value_split=args.frame_value_split, **args.model_overrides
             )
+            model = FrameLevelSpeechLM(config)
         check_lm_tokenizer(model, tokenizer)
         return model
     if args.init_from:
