@@ -6,7 +6,9 @@ Random weights (speed does not depend on training): a `JepaSpeechTokenizer` on a
 `--codec-preset`, and an LM of `--lm-preset` sized to it. Generation runs the real path (frame-grammar
 constrained sampling, KV cache) with `<eos>` held back until `--seconds` of audio so every run produces the
 same length; decoding through the codec is timed separately. "LM steps per audio second" is the number of
-autoregressive forward passes one second of audio costs: tokens_per_frame x frame_rate in this flat mode.
+autoregressive backbone passes one second of audio costs: tokens_per_frame x frame_rate for the flat LM,
+frame_rate for the frame-level LM (`--architecture frame`; `both` measures the two in the same run and adds
+their ratios: frame over flat).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class LMBenchResult:
     vocab_size: int
     device: str
     threads: int
-    lm_steps_per_audio_second: float  # forward passes per second of audio (flat mode)
+    lm_steps_per_audio_second: float  # backbone passes per second of audio
+    architecture: str = "flat"
     generation: list[dict] = field(default_factory=list)  # per batch size
     training: dict = field(default_factory=dict)
     load_average: tuple[float, float, float] | None = None
@@ -86,19 +89,34 @@ def bench_generation(model, tokenizer, seconds: float, batch_size: int, repeats:
 
 
 def bench_training(model, tokenizer, block_size: int, batch_size: int, steps: int = 3) -> dict:
-    """Forward+backward+AdamW steps on random packed blocks: tokens and audio seconds processed per second."""
+    """Forward+backward+AdamW steps on random packed blocks: tokens and audio seconds processed per second.
+    A frame-level LM gets the same audio: per row one sequence of block_size // tokens_per_frame frames."""
     from .data import LMBatch
-    from .train import batch_nll
+    from .modeling import is_frame_lm
+    from .train import batch_loss_terms
 
     model.train()
+    frame = is_frame_lm(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     lo, hi = int(tokenizer.audio_offset), int(tokenizer.audio_offset) + min(tokenizer.slot_sizes)
-    ids = torch.randint(lo, hi, (batch_size, block_size))
-    batch = LMBatch(ids, ids.clone(), torch.arange(block_size).expand(batch_size, -1)).to(model.device)
+    if frame:
+        from .frame_model import FrameExample, collate_frames
+
+        G = int(tokenizer.tokens_per_frame)
+        n = block_size // G
+        prompt = [int(tokenizer.bos_token_id), int(tokenizer.audio_token_id)]
+        rows = [
+            FrameExample(prompt, torch.randint(0, min(tokenizer.slot_sizes), (n, G), dtype=torch.int16), True)
+            for _ in range(batch_size)
+        ]
+        batch = collate_frames(rows, int(tokenizer.pad_token_id)).to(model.device)
+    else:
+        ids = torch.randint(lo, hi, (batch_size, block_size))
+        batch = LMBatch(ids, ids.clone(), torch.arange(block_size).expand(batch_size, -1)).to(model.device)
 
     def step():
-        nll, _ = batch_nll(model, batch)
-        loss = nll.mean()
+        nll, count = batch_loss_terms(model, batch, frame)
+        loss = nll / max(1, count)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -109,7 +127,10 @@ def bench_training(model, tokenizer, block_size: int, batch_size: int, steps: in
         step()
     elapsed = (time.perf_counter() - t0) / steps
     tokens_per_second_audio = tokenizer.tokens_per_frame * tokenizer.frame_rate
-    tokens = batch_size * block_size
+    # the audio both LMs saw (the frame LM: whole frames of block_size tokens)
+    tokens = batch_size * (
+        block_size // tokenizer.tokens_per_frame * tokenizer.tokens_per_frame if frame else block_size
+    )
     model.eval()
     return {
         "block_size": block_size,
@@ -128,13 +149,26 @@ def run_benchmark(
     train_block_size: int = 512,
     train_batch_size: int = 4,
     device: str = "cpu",
+    architecture: str = "flat",
+    tokenizer=None,
 ) -> LMBenchResult:
-    """Args: presets, `seconds` of audio per generated sequence, batch sizes, training block/batch, device."""
+    """Args: presets, `seconds` of audio per generated sequence, batch sizes, training block/batch, device,
+    architecture ("flat" or "frame"; the frame LM's backbone is the flat preset, value_split 128)."""
     from .modeling import build_lm, count_parameters
 
-    tokenizer = _tokenizer(codec_preset)
+    tokenizer = tokenizer or _tokenizer(codec_preset)
     tokenizer.codec.to(device)
-    model = build_lm(lm_preset, tokenizer, seed=0).to(device).eval()
+    if architecture == "frame":
+        from .frame_model import FrameLevelSpeechLM, build_frame_lm_config
+
+        torch.manual_seed(0)
+        config = build_frame_lm_config(lm_preset, tokenizer, value_split=128)
+        model = FrameLevelSpeechLM(config).to(device).eval()
+    elif architecture == "flat":
+        model = build_lm(lm_preset, tokenizer, seed=0).to(device).eval()
+    else:
+        raise ValueError(f"architecture must be flat or frame, got {architecture!r}")
+    rate = float(tokenizer.frame_rate)
     result = LMBenchResult(
         lm_preset=lm_preset,
         codec_preset=codec_preset,
@@ -142,7 +176,8 @@ def run_benchmark(
         vocab_size=len(tokenizer),
         device=device,
         threads=torch.get_num_threads(),
-        lm_steps_per_audio_second=tokenizer.tokens_per_frame * tokenizer.frame_rate,
+        lm_steps_per_audio_second=rate if architecture == "frame" else tokenizer.tokens_per_frame * rate,
+        architecture=architecture,
         load_average=os.getloadavg() if hasattr(os, "getloadavg") else None,
         machine=f"{platform.machine()} {os.cpu_count()} cpus",
     )
@@ -163,20 +198,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-batch-size", type=int, default=4, help="0 skips the training benchmark")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--architecture",
+        choices=("flat", "frame", "both"),
+        default="flat",
+        help="which LM (both: ratios too)",
+    )
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run_benchmark(
-        args.lm_preset,
-        args.codec_preset,
-        args.seconds,
-        tuple(args.batch_sizes),
-        args.train_block_size,
-        args.train_batch_size,
-        args.device,
-    )
-    text = json.dumps(asdict(result), indent=2)
+    kinds = ("flat", "frame") if args.architecture == "both" else (args.architecture,)
+    tokenizer = _tokenizer(args.codec_preset)
+    results = [
+        run_benchmark(
+            args.lm_preset,
+            args.codec_preset,
+            args.seconds,
+            tuple(args.batch_sizes),
+            args.train_block_size,
+            args.train_batch_size,
+            args.device,
+            kind,
+            tokenizer,
+        )
+        for kind in kinds
+    ]
+    if len(results) == 1:
+        text = json.dumps(asdict(results[0]), indent=2)
+    else:
+        flat, frame = results
+        ratios = {
+            f"generation_batch_{a['batch_size']}_audio_s_per_s": b["audio_seconds_per_second_lm"]
+            / a["audio_seconds_per_second_lm"]
+            for a, b in zip(flat.generation, frame.generation)
+        }
+        if flat.training and frame.training:
+            ratios["training_audio_s_per_s"] = (
+                frame.training["audio_seconds_per_second"] / flat.training["audio_seconds_per_second"]
+            )
+        text = json.dumps({"flat": asdict(flat), "frame": asdict(frame), "frame_over_flat": ratios}, indent=2)
     print(text)
     if args.out:
         from pathlib import Path
