@@ -33,6 +33,10 @@ class LMTrainArgs:
             example per batch row, and `max_eval_blocks` caps the evaluation examples.
         frame_value_split (int, 128): the frame LM's `value_split` (each slot value predicted as value // S then
             value % S; 0 = one softmax over all values).
+        frame_align_weight (float, 0.0): weight of the frame LM's guided attention loss (`align_layer`: the
+            first head of backbone layer `frame_align_layer` is pulled toward the text-speech diagonal in TTS
+            rows); 0 = off. Evaluation metrics never include it.
+        frame_align_layer (int, 2): the backbone layer of that head.
         model_preset (str, "tiny"): LM architecture preset (`tiny`, `small`, `base`; the frame LM's backbone).
         model_overrides (dict, {}): LlamaConfig fields replacing the preset's values.
         init_from (str | None, None): start from a saved LM directory instead of random init (fine-tuning/LoRA).
@@ -69,6 +73,8 @@ class LMTrainArgs:
 
     architecture: str = "flat"
     frame_value_split: int = 128
+    frame_align_weight: float = 0.0
+    frame_align_layer: int = 2
     model_preset: str = "tiny"
     model_overrides: dict = field(default_factory=dict)
     init_from: str | None = None

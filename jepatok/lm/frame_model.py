@@ -42,6 +42,11 @@ class FrameLMConfig(PretrainedConfig):
             codec); S > 0 = the value v is predicted as (v // S, then v % S given it): two small softmaxes
             instead of one large one, the same exact likelihood by the chain rule, ~S/2 times less work in the
             output layer (the cost of the 16384-way version dominated a CPU training step).
+        align_layer (`int`, -1): >= 0 = the backbone layer whose first `align_heads` heads get the guided
+            attention loss of TTS rows (`align_sum`/`align_count` in the output; -1 = off). The backbone then
+            runs eager attention so the probabilities exist.
+        align_heads (`int`, 1), align_sigma (`float`, 0.2): heads under the loss and the width of the diagonal
+            band (in fractions of the text and of the speech).
         audio_offset, bos_token_id, eos_token_id, pad_token_id, audio_token_id (`int`): tokenizer ids.
         jepatok (`dict`): tokenizer/codec metadata, as for the flat LM.
     """
@@ -58,6 +63,9 @@ class FrameLMConfig(PretrainedConfig):
         audio_token_id: int = 0,
         frame_embed_dim: int = 32,
         value_split: int = 0,
+        align_layer: int = -1,
+        align_heads: int = 1,
+        align_sigma: float = 0.2,
         jepatok: dict | None = None,
         **kwargs,
     ):
@@ -71,6 +79,11 @@ class FrameLMConfig(PretrainedConfig):
         self.audio_token_id = int(audio_token_id)
         self.frame_embed_dim = int(frame_embed_dim)
         self.value_split = int(value_split)
+        self.align_layer, self.align_heads, self.align_sigma = (
+            int(align_layer),
+            int(align_heads),
+            float(align_sigma),
+        )
         if self.value_split < 0 or self.value_split == 1:
             raise ValueError(f"value_split must be 0 (off) or >= 2, got {value_split}")
         self.jepatok = dict(jepatok or {})
@@ -81,7 +94,9 @@ class FrameLMConfig(PretrainedConfig):
         return len(self.slot_sizes)
 
 
-def build_frame_lm_config(preset: str, tokenizer, value_split: int = 0, **overrides) -> FrameLMConfig:
+def build_frame_lm_config(
+    preset: str, tokenizer, value_split: int = 0, align_layer: int = -1, **overrides
+) -> FrameLMConfig:
     """A FrameLMConfig whose backbone matches flat preset `preset` (for like-for-like comparisons);
     `overrides` are LlamaConfig fields replacing the backbone preset's values (as `model_overrides` of the flat
     LM)."""
@@ -98,6 +113,7 @@ def build_frame_lm_config(preset: str, tokenizer, value_split: int = 0, **overri
         eos_token_id=int(tokenizer.eos_token_id),
         pad_token_id=int(tokenizer.pad_token_id),
         value_split=value_split,
+        align_layer=align_layer,
         jepatok=lm_metadata(tokenizer),
     )
 
@@ -198,6 +214,8 @@ class FrameLMOutput:
     stop_nll: torch.Tensor  # [] nats over stop decisions
     frames: int  # predicted frames
     stops: int  # stop decisions
+    align_sum: torch.Tensor | None = None  # [] guided-attention loss summed over (head, frame) pairs
+    align_count: int = 0
 
 
 class FrameLevelSpeechLM(PreTrainedModel):
@@ -215,6 +233,16 @@ class FrameLevelSpeechLM(PreTrainedModel):
         if config.pad_token_id is not None and config.pad_token_id >= n_tok:
             raise ValueError(f"pad_token_id {config.pad_token_id} must be a text/special id (< {n_tok})")
         bb = LlamaConfig(vocab_size=n_tok, **config.backbone)
+        if config.align_layer >= 0:
+            if (
+                config.align_layer >= bb.num_hidden_layers
+                or not 0 < config.align_heads <= bb.num_attention_heads
+            ):
+                raise ValueError(
+                    f"align_layer {config.align_layer} / align_heads {config.align_heads} do not fit a backbone of "
+                    f"{bb.num_hidden_layers} layers x {bb.num_attention_heads} heads"
+                )
+            bb._attn_implementation = "eager"  # attention probabilities for the guided attention loss
         dp = LlamaConfig(
             vocab_size=1, bos_token_id=None, eos_token_id=None, pad_token_id=None, **config.depth
         )
@@ -316,11 +344,39 @@ class FrameLevelSpeechLM(PreTrainedModel):
         return scores.masked_fill(~self.slot_valid[:k], float("-inf"))
 
     # --- training ----------------------------------------------------------------------------------------
+    def _align_loss(self, attn: torch.Tensor, batch: FrameBatch) -> tuple[torch.Tensor, int]:
+        """Guided attention (Tachibana et al. 2017, for a decoder-only LM): in TTS rows (`<bos> <text> text
+        <audio> frames`) the attention of the chosen heads from the step predicting frame j of T to the N text
+        tokens should lie near the diagonal: loss -log sum_n A[j, n] exp(-(n/N - j/T)^2 / 2 sigma^2), summed over
+        heads and frames. attn: [B, H, S, S] probabilities of the align layer."""
+        heads = attn[:, : self.config.align_heads].float()
+        has_target = batch.target_codes[..., 0] >= 0
+        total, count = attn.new_zeros(()), 0
+        for i in range(attn.shape[0]):
+            q = has_target[i].nonzero()[:, 0]  # steps that predict a frame; the first is <audio>
+            if q.numel() == 0 or int(q[0]) <= 2:
+                continue  # no frames, or a continuation row (`<bos> <audio>`: no text)
+            text = torch.arange(2, int(q[0]), device=attn.device)  # after <bos> <text>
+            T, N = q.numel(), text.numel()
+            a = heads[i][:, q][:, :, text]  # [h, T, N]
+            t = (torch.arange(T, device=attn.device) + 0.5) / T
+            n = (torch.arange(N, device=attn.device) + 0.5) / N
+            band = torch.exp(-((n[None, :] - t[:, None]) ** 2) / (2 * self.config.align_sigma**2))  # [T, N]
+            total = total - ((a * band).sum(-1) + 1e-4).log().sum()
+            count += a.shape[0] * T
+        return total, count
+
     def forward(self, batch: FrameBatch) -> FrameLMOutput:
         emb = self.embed_steps(batch.input_ids, batch.frame_codes)
-        h = self.backbone(
-            inputs_embeds=emb, position_ids=batch.position_ids, attention_mask=None, use_cache=False
-        ).last_hidden_state  # [B, S, d]
+        align = self.config.align_layer >= 0
+        bb = self.backbone(
+            inputs_embeds=emb,
+            position_ids=batch.position_ids,
+            attention_mask=None,
+            use_cache=False,
+            output_attentions=align,
+        )
+        h = bb.last_hidden_state  # [B, S, d]
         has_target = batch.target_codes[..., 0] >= 0  # [B, S]
         hs, tgt = h[has_target], batch.target_codes[has_target]  # [N, d], [N, G]
         if hs.shape[0] and self.split:
@@ -339,7 +395,10 @@ class FrameLevelSpeechLM(PreTrainedModel):
         has_stop = batch.stop_labels >= 0
         stop_logits = self.stop_head(h[has_stop]).float()
         stop_nll = F.cross_entropy(stop_logits, batch.stop_labels[has_stop], reduction="sum")
-        return FrameLMOutput(frame_nll, stop_nll, int(has_target.sum()), int(has_stop.sum()))
+        out = FrameLMOutput(frame_nll, stop_nll, int(has_target.sum()), int(has_stop.sum()))
+        if align:
+            out.align_sum, out.align_count = self._align_loss(bb.attentions[self.config.align_layer], batch)
+        return out
 
     # --- generation --------------------------------------------------------------------------------------
     @staticmethod

@@ -122,12 +122,17 @@ def make_optimizer(model: torch.nn.Module, args: LMTrainArgs) -> torch.optim.Opt
     )
 
 
-def batch_loss_terms(model, batch, frame: bool) -> tuple[torch.Tensor, int]:
+def batch_loss_terms(model, batch, frame: bool, align_weight: float = 0.0) -> tuple[torch.Tensor, int]:
     """(summed NLL in nats, number of scored targets) of a micro-batch: label tokens (flat LM) or frame slot
-    values + stop decisions (frame LM)."""
+    values + stop decisions (frame LM). With `align_weight` (frame LM built with an align layer) the guided
+    attention loss is added so that, divided by the count, it contributes align_weight x its mean."""
     if frame:
         out = model(batch)
-        return out.frame_nll + out.stop_nll, batch.num_targets()
+        n = batch.num_targets()
+        nll = out.frame_nll + out.stop_nll
+        if align_weight and out.align_count:
+            nll = nll + align_weight * out.align_sum / out.align_count * n
+        return nll, n
     nll, targets = batch_nll(model, batch)
     return nll.sum(), int((targets != IGNORE_INDEX).sum())
 
@@ -302,7 +307,11 @@ def _build_model(args: LMTrainArgs, tokenizer):
         else:
             torch.manual_seed(args.seed)
             config = build_frame_lm_config(
-                args.model_preset, tokenizer, value_split=args.frame_value_split, **args.model_overrides
+                args.model_preset,
+                tokenizer,
+                value_split=args.frame_value_split,
+                align_layer=args.frame_align_layer if args.frame_align_weight > 0 else -1,
+                **args.model_overrides,
             )
             model = FrameLevelSpeechLM(config)
         check_lm_tokenizer(model, tokenizer)
@@ -434,7 +443,7 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
             # accumulate() skips gradient sync (DDP) and makes optimizer.step/zero_grad no-ops until the last
             # micro-batch of the step; it also works with DeepSpeed/FSDP, which own these steps there.
             with accelerator.accumulate(model):
-                nll, _ = batch_loss_terms(model, batch, frame)
+                nll, _ = batch_loss_terms(model, batch, frame, args.frame_align_weight)
                 loss = nll / max(1, n_tokens)  # mean over the step's scored targets on this process
                 accelerator.backward(loss * ga)  # backward() divides by gradient_accumulation_steps
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
