@@ -94,10 +94,12 @@ def test_shipped_round_trip():
     assert rate == sr and audio.shape == (frames * hop,)
     assert np.isfinite(audio).all() and float(np.abs(audio).max()) > 1e-4
     # the LM scores the same ids (continuation template) and is tied to this codec
-    seq = torch.tensor([tokenizer.build_continuation_ids(codes)])
-    with torch.no_grad():
-        logits = lm(seq).logits
-    assert logits.shape == (1, seq.shape[1], lm.config.vocab_size) and torch.isfinite(logits).all()
+    from jepatok.lm.text_gain import audio_nll
+
+    seq = list(tokenizer.build_continuation_ids(codes))
+    nll = audio_nll(lm, seq, seq.index(tokenizer.audio_token_id) + 1, tokenizer)  # flat or frame-level LM
+    uniform = len(codes) * sum(math.log(s) for s in tokenizer.slot_sizes)
+    assert math.isfinite(nll) and 0 < nll < uniform  # the trained LM beats a uniform guess
     recorded = lm.config.jepatok  # the LM was trained on this codec's tokens (its decoder may be newer)
     assert recorded["codec_codes_hash"] == tokenizer.codec_identity["codes_hash"]
     check_lm_tokenizer(lm, tokenizer)

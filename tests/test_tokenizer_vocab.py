@@ -213,6 +213,11 @@ def test_phonemize_gives_ipa_and_clear_errors(monkeypatch):
     assert "k" in ipa and "æ" in ipa and len(ipa.split()) == 3  # three words, IPA letters
     assert phonemes.phonemize("-v xx the cat") != ""  # read from stdin: never an option
     assert phonemes.phonemize("   ") == ""
+    texts = ["The cat sat.", "A dog ran home.", "", "The cat sat.", "Birds sing at dawn."]
+    phonemes.phonemize.cache_clear()
+    many = phonemes.phonemize_many(texts, workers=3)  # threads: same answers, in order, duplicates kept
+    assert many[0] == many[3] == ipa and many[2] == "" and len(many) == 5
+    assert phonemes.phonemize.cache_info().misses == 4  # 3 distinct texts + "" once; then all cached
     with pytest.raises(ValueError, match="text_frontend must be one of"):
         phonemes.check_text_frontend("arpabet")
     phonemes.phonemize.cache_clear()

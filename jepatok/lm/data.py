@@ -94,6 +94,12 @@ def build_examples(
     if block_size < 3 + G:
         raise ValueError(f"block_size={block_size} cannot hold even one frame of {G} tokens plus 3 specials")
     bos, aud, eos = int(tokenizer.bos_token_id), int(tokenizer.audio_token_id), int(tokenizer.eos_token_id)
+    if mode in ("tts", "both") and getattr(tokenizer, "text_frontend", None) == "espeak-ipa":
+        from ..tokenizer.phonemes import phonemize_many
+
+        phonemize_many(
+            [(t or "").strip() for t in texts]
+        )  # all espeak-ng calls up front, in parallel (cached)
     stats = SequenceStats()
     out: list[LMExample] = []
     for codes, text in zip(audio_codes, texts):
