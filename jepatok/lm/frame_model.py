@@ -344,6 +344,40 @@ class FrameLevelSpeechLM(PreTrainedModel):
         return scores.masked_fill(~self.slot_valid[:k], float("-inf"))
 
     # --- training ----------------------------------------------------------------------------------------
+    def _nlls(self, h: torch.Tensor, batch: FrameBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unreduced NLLs (nats): of each predicted frame [N] (its 19 values; row-major order of the steps)
+        and of each stop decision [M], from backbone states h [B, S, d]."""
+        has_target = batch.target_codes[..., 0] >= 0  # [B, S]
+        hs, tgt = h[has_target], batch.target_codes[has_target]  # [N, d], [N, G]
+        if hs.shape[0] and self.split:
+            out = self.depth_hidden(hs, tgt[:, :-1])  # [N, G, dd]
+            slots = torch.arange(tgt.shape[1], device=tgt.device)
+            hi, lo = tgt // self.split, tgt % self.split
+            hi_logits = self._split_logits(out, None, slots)
+            lo_logits = self._split_logits(out, hi, slots)
+            nll = F.cross_entropy(hi_logits.flatten(0, 1), hi.flatten(), reduction="none")
+            nll = nll + F.cross_entropy(lo_logits.flatten(0, 1), lo.flatten(), reduction="none")
+            per_frame = nll.view_as(tgt).sum(-1)
+        elif hs.shape[0]:
+            logits = self.depth_logits(hs, tgt[:, :-1])  # [N, G, V]
+            nll = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none")
+            per_frame = nll.view_as(tgt).sum(-1)
+        else:
+            per_frame = h.new_zeros(0)
+        has_stop = batch.stop_labels >= 0
+        stop_logits = self.stop_head(h[has_stop]).float()
+        return per_frame, F.cross_entropy(stop_logits, batch.stop_labels[has_stop], reduction="none")
+
+    @torch.no_grad()
+    def score(self, batch: FrameBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame NLLs [N] and per-stop-decision NLLs [M] (nats) of a batch, for analyses (`text-gain`'s
+        gain by frame); their sums are `forward`'s frame_nll and stop_nll."""
+        emb = self.embed_steps(batch.input_ids, batch.frame_codes)
+        h = self.backbone(
+            inputs_embeds=emb, position_ids=batch.position_ids, attention_mask=None, use_cache=False
+        ).last_hidden_state
+        return self._nlls(h, batch)
+
     def _align_loss(self, attn: torch.Tensor, batch: FrameBatch) -> tuple[torch.Tensor, int]:
         """Guided attention (Tachibana et al. 2017, for a decoder-only LM): in TTS rows (`<bos> <text> text
         <audio> frames`) the attention of the chosen heads from the step predicting frame j of T to the N text
@@ -379,23 +413,9 @@ class FrameLevelSpeechLM(PreTrainedModel):
         h = bb.last_hidden_state  # [B, S, d]
         has_target = batch.target_codes[..., 0] >= 0  # [B, S]
         hs, tgt = h[has_target], batch.target_codes[has_target]  # [N, d], [N, G]
-        if hs.shape[0] and self.split:
-            out = self.depth_hidden(hs, tgt[:, :-1])  # [N, G, dd]
-            slots = torch.arange(tgt.shape[1], device=tgt.device)
-            hi, lo = tgt // self.split, tgt % self.split
-            hi_logits = self._split_logits(out, None, slots)
-            lo_logits = self._split_logits(out, hi, slots)
-            frame_nll = F.cross_entropy(hi_logits.flatten(0, 1), hi.flatten(), reduction="sum")
-            frame_nll = frame_nll + F.cross_entropy(lo_logits.flatten(0, 1), lo.flatten(), reduction="sum")
-        elif hs.shape[0]:
-            logits = self.depth_logits(hs, tgt[:, :-1])  # [N, G, V]
-            frame_nll = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="sum")
-        else:
-            frame_nll = h.sum() * 0
-        has_stop = batch.stop_labels >= 0
-        stop_logits = self.stop_head(h[has_stop]).float()
-        stop_nll = F.cross_entropy(stop_logits, batch.stop_labels[has_stop], reduction="sum")
-        out = FrameLMOutput(frame_nll, stop_nll, int(has_target.sum()), int(has_stop.sum()))
+        per_frame, per_stop = self._nlls(h, batch)
+        frame_nll = per_frame.sum() if per_frame.numel() else h.sum() * 0
+        out = FrameLMOutput(frame_nll, per_stop.sum(), int(has_target.sum()), int(per_stop.numel()))
         if align:
             out.align_sum, out.align_count = self._align_loss(bb.attentions[self.config.align_layer], batch)
         return out

@@ -25,6 +25,9 @@ from pathlib import Path
 import torch
 
 
+BY_FRAME_CAP = 8  # frames from this index on share one bucket of the gain by frame
+
+
 class NoTextGainExamples(ValueError):
     """Nothing to score: no row has a transcript, or every chosen example is longer than the LM's positions."""
 
@@ -53,6 +56,31 @@ def audio_nll(model, ids: list[int], audio_start: int, tokenizer=None) -> float:
     logits = model(input_ids=x).logits[0, audio_start - 1 : -1].float()
     targets = x[0, audio_start:]
     return float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+
+
+@torch.no_grad()
+def audio_nll_by_frame(model, ids: list[int], audio_start: int, tokenizer) -> tuple[torch.Tensor, float]:
+    """(NLL of each audio frame [T], NLL of the ending) in nats, for `ids` whose `ids[audio_start:]` are whole
+    frames of audio ids and optionally `<eos>`: the flat LM's per-token NLLs summed per frame, its `<eos>` as
+    the ending; the frame LM's per-frame NLLs, its stop decisions (one before each frame, one at the end)
+    as the ending. Their total is `audio_nll`."""
+    from .modeling import is_frame_lm
+
+    G, device = int(tokenizer.tokens_per_frame), next(model.parameters()).device
+    if is_frame_lm(model):
+        from .data import LMExample
+        from .frame_model import collate_frames, to_frame_example
+
+        if ids.index(int(tokenizer.audio_token_id)) != audio_start - 1:
+            raise ValueError("a frame-level LM scores everything after <audio>: audio_start must follow it")
+        example = to_frame_example(LMExample(list(ids), list(ids)), tokenizer)
+        per_frame, stops = model.score(collate_frames([example], int(tokenizer.pad_token_id)).to(device))
+        return per_frame.float().cpu(), float(stops.sum())
+    x = torch.tensor([ids], dtype=torch.long, device=device)
+    logits = model(input_ids=x).logits[0, audio_start - 1 : -1].float()
+    nll = torch.nn.functional.cross_entropy(logits, x[0, audio_start:], reduction="none").cpu()
+    T = nll.numel() // G
+    return nll[: T * G].view(T, G).sum(-1), float(nll[T * G :].sum())
 
 
 def example_pair(tokenizer, codes, text: str) -> tuple[list[int], list[int], int]:
@@ -107,6 +135,8 @@ def text_gain(
     model.eval()
     try:
         gains, seconds, with_nll, without_nll, helped, too_long = [], [], 0.0, 0.0, 0, 0
+        by_frame: dict[int, list[float]] = {}  # frame index (capped) -> per-example gains in nats
+        at_end: list[float] = []
         for i in tqdm(chosen, desc="text-gain", unit="example", disable=not progress):
             row = rows[i]
             tts, cont, scored = example_pair(tokenizer, row["audio_codes"], row["text"].strip())
@@ -115,8 +145,12 @@ def text_gain(
             if steps > limit:
                 too_long += 1
                 continue
-            a = audio_nll(model, tts, len(tts) - scored, tokenizer)
-            b = audio_nll(model, cont, len(cont) - scored, tokenizer)
+            fa, ea = audio_nll_by_frame(model, tts, len(tts) - scored, tokenizer)
+            fb, eb = audio_nll_by_frame(model, cont, len(cont) - scored, tokenizer)
+            for j, d in enumerate((fb - fa).tolist()):
+                by_frame.setdefault(min(j, BY_FRAME_CAP), []).append(d)
+            at_end.append(eb - ea)
+            a, b = float(fa.sum()) + ea, float(fb.sum()) + eb
             with_nll, without_nll = with_nll + a, without_nll + b
             gains.append(b - a)
             seconds.append((scored - 1) / G / rate)
@@ -138,6 +172,13 @@ def text_gain(
         "text_gain_ci95": [lo * bits, hi * bits],
         "text_gain_share": (without_nll - with_nll) / without_nll,
         "examples_helped_by_text": helped / len(gains),
+        # where the text helps: mean bits per frame by frame index (the last bucket: that index and later),
+        # and per utterance at its end (the flat LM's <eos>, the frame LM's stop decisions)
+        "gain_bits_by_frame": {
+            (f"{j}+" if j == BY_FRAME_CAP else str(j)): sum(v) / len(v) * bits
+            for j, v in sorted(by_frame.items())
+        },
+        "gain_bits_at_end": sum(at_end) / len(at_end) * bits,
     }
 
 
@@ -150,6 +191,9 @@ def summary_lines(m: dict) -> list[str]:
         f"audio bits/s without text  {m['bits_per_audio_second_without_text']:.1f}",
         f"text gain                  {m['text_gain_bits_per_audio_second']:.2f} bits/s [95% CI {lo:.2f}, {hi:.2f}]"
         f" ({m['text_gain_share']:.1%} of the audio's bits; text helps {m['examples_helped_by_text']:.0%} of examples)",
+        "gain by frame (bits/frame)  "
+        + " ".join(f"{k}:{v:+.2f}" for k, v in m.get("gain_bits_by_frame", {}).items())
+        + f"  end: {m.get('gain_bits_at_end', float('nan')):+.2f} bits/utterance",
     ]
 
 
