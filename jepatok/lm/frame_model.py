@@ -412,7 +412,6 @@ class FrameLevelSpeechLM(PreTrainedModel):
         )
         h = bb.last_hidden_state  # [B, S, d]
         has_target = batch.target_codes[..., 0] >= 0  # [B, S]
-        hs, tgt = h[has_target], batch.target_codes[has_target]  # [N, d], [N, G]
         per_frame, per_stop = self._nlls(h, batch)
         frame_nll = per_frame.sum() if per_frame.numel() else h.sum() * 0
         out = FrameLMOutput(frame_nll, per_stop.sum(), int(has_target.sum()), int(per_stop.numel()))
