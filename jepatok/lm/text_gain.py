@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 
-
 BY_FRAME_CAP = 8  # frames from this index on share one bucket of the gain by frame
 
 
