@@ -245,3 +245,30 @@ def test_guided_attention_loss_pulls_a_head_to_the_diagonal(tok):
     assert float(loss) < 0.5 * first, (first, float(loss))
     with pytest.raises(ValueError, match="align_layer"):
         FrameLevelSpeechLM(build_frame_lm_config("tiny", tok, align_layer=5))
+
+
+def test_ctc_head_learns_the_text_from_the_speech(tok):
+    """ctc_substeps: TTS rows get a CTC loss of their text ids from the states after their frames (continuation
+    rows none); it is finite, counts the text tokens, and falls when optimised; NLL terms are unaffected."""
+    g = torch.Generator().manual_seed(0)
+    codes = [random_codes(tok, n, g).tolist() for n in (6, 4)]
+    rows = build_examples(codes, ["hello world", ""], tok, "both", 512)[0]
+    batch = collate_frames([to_frame_example(e, tok) for e in rows], tok.pad_token_id)
+    torch.manual_seed(0)
+    model = FrameLevelSpeechLM(build_frame_lm_config("tiny", tok, ctc_substeps=4))
+    out = model(batch)
+    n_text = len(tok.build_tts_prompt_ids("hello world")) - 3  # minus <bos> <text> ... <audio>
+    assert out.ctc_count == n_text and torch.isfinite(out.ctc_sum)
+    plain = FrameLevelSpeechLM(build_frame_lm_config("tiny", tok))
+    plain.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(batch).frame_nll, out.frame_nll)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = float(out.ctc_sum.detach()) / out.ctc_count
+    for _ in range(40):
+        out = model(batch)
+        loss = out.ctc_sum / out.ctc_count
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.5 * first, (first, float(loss))

@@ -269,3 +269,23 @@ def _flat_final(tmp_path) -> str:
     path = tmp_path / "flat"
     build_lm("tiny", speech_tokenizer(), seed=0).save_pretrained(path)
     return str(path)
+
+
+def test_frame_init_from_gains_the_training_aids_it_lacks(paths, tmp_path):
+    """A frame LM saved without guided attention or a CTC head warm-starts a run that wants them: the heads are
+    added, every other weight is the saved one."""
+    from jepatok.lm.frame_model import FrameLevelSpeechLM, build_frame_lm_config
+
+    tok = speech_tokenizer()
+    torch.manual_seed(0)
+    saved = FrameLevelSpeechLM(build_frame_lm_config("tiny", tok))
+    saved.save_pretrained(tmp_path / "lm")
+    kw = dict(
+        architecture="frame", init_from=str(tmp_path / "lm"), frame_ctc_weight=0.5, frame_align_weight=1.0
+    )
+    kw["frame_align_layer"] = 1  # the tiny backbone has 2 layers
+    grown = lm_train._build_model(_args(paths, tmp_path / "run", **kw), tok)
+    assert grown.config.ctc_substeps == 8 and grown.config.align_layer == 1
+    before, after = saved.state_dict(), grown.state_dict()
+    assert {k for k in after if k not in before} == {k for k in after if k.startswith("ctc_")} != set()
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -37,6 +37,9 @@ class LMTrainArgs:
             first head of backbone layer `frame_align_layer` is pulled toward the text-speech diagonal in TTS
             rows); 0 = off. Evaluation metrics never include it.
         frame_align_layer (int, 2): the backbone layer of that head.
+        frame_ctc_weight (float, 0.0): weight of the frame LM's speech-to-text CTC loss (per text token; the
+            model gets a `ctc_substeps` head, added to an `init_from` model that has none); 0 = off.
+        frame_ctc_substeps (int, 8): CTC symbols per frame (a 400 ms frame spans up to ~6 phoneme pieces).
         model_preset (str, "tiny"): LM architecture preset (`tiny`, `small`, `base`; the frame LM's backbone).
         model_overrides (dict, {}): LlamaConfig fields replacing the preset's values.
         init_from (str | None, None): start from a saved LM directory instead of random init (fine-tuning/LoRA).
@@ -75,6 +78,8 @@ class LMTrainArgs:
     frame_value_split: int = 128
     frame_align_weight: float = 0.0
     frame_align_layer: int = 2
+    frame_ctc_weight: float = 0.0
+    frame_ctc_substeps: int = 8
     model_preset: str = "tiny"
     model_overrides: dict = field(default_factory=dict)
     init_from: str | None = None

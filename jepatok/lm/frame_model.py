@@ -47,6 +47,10 @@ class FrameLMConfig(PretrainedConfig):
             runs eager attention so the probabilities exist.
         align_heads (`int`, 1), align_sigma (`float`, 0.2): heads under the loss and the width of the diagonal
             band (in fractions of the text and of the speech).
+        ctc_substeps (`int`, 0): > 0 adds a phoneme-recognition head: the backbone state after each frame of a
+            TTS row emits `ctc_substeps` symbols over the text ids + blank, trained with CTC against the row's
+            text (`ctc_sum`/`ctc_count` in the output): the backbone learns which text its speech has said so
+            far (the speech-to-text direction). 0 = off.
         audio_offset, bos_token_id, eos_token_id, pad_token_id, audio_token_id (`int`): tokenizer ids.
         jepatok (`dict`): tokenizer/codec metadata, as for the flat LM.
     """
@@ -66,6 +70,7 @@ class FrameLMConfig(PretrainedConfig):
         align_layer: int = -1,
         align_heads: int = 1,
         align_sigma: float = 0.2,
+        ctc_substeps: int = 0,
         jepatok: dict | None = None,
         **kwargs,
     ):
@@ -79,6 +84,9 @@ class FrameLMConfig(PretrainedConfig):
         self.audio_token_id = int(audio_token_id)
         self.frame_embed_dim = int(frame_embed_dim)
         self.value_split = int(value_split)
+        self.ctc_substeps = int(ctc_substeps)
+        if self.ctc_substeps < 0:
+            raise ValueError(f"ctc_substeps must be >= 0, got {ctc_substeps}")
         self.align_layer, self.align_heads, self.align_sigma = (
             int(align_layer),
             int(align_heads),
@@ -95,7 +103,7 @@ class FrameLMConfig(PretrainedConfig):
 
 
 def build_frame_lm_config(
-    preset: str, tokenizer, value_split: int = 0, align_layer: int = -1, **overrides
+    preset: str, tokenizer, value_split: int = 0, align_layer: int = -1, ctc_substeps: int = 0, **overrides
 ) -> FrameLMConfig:
     """A FrameLMConfig whose backbone matches flat preset `preset` (for like-for-like comparisons);
     `overrides` are LlamaConfig fields replacing the backbone preset's values (as `model_overrides` of the flat
@@ -114,6 +122,7 @@ def build_frame_lm_config(
         pad_token_id=int(tokenizer.pad_token_id),
         value_split=value_split,
         align_layer=align_layer,
+        ctc_substeps=ctc_substeps,
         jepatok=lm_metadata(tokenizer),
     )
 
@@ -216,6 +225,10 @@ class FrameLMOutput:
     stops: int  # stop decisions
     align_sum: torch.Tensor | None = None  # [] guided-attention loss summed over (head, frame) pairs
     align_count: int = 0
+    ctc_sum: torch.Tensor | None = (
+        None  # [] CTC loss (nats) of the text given the speech, summed over TTS rows
+    )
+    ctc_count: int = 0  # text tokens under that loss
 
 
 class FrameLevelSpeechLM(PreTrainedModel):
@@ -253,6 +266,10 @@ class FrameLevelSpeechLM(PreTrainedModel):
         self.value_embed = nn.Embedding(V, e)
         self.frame_proj = nn.Linear(G * e, d)
         self.stop_head = nn.Linear(d, 2)
+        self.n_text = n_tok  # text + special ids; the CTC blank is n_text
+        if config.ctc_substeps:
+            self.ctc_proj = nn.Linear(d, config.ctc_substeps * 128)
+            self.ctc_head = nn.Linear(128, n_tok + 1)
         self.depth_in = nn.Linear(d, dd)
         self.depth = LlamaModel(dp)
         self.depth_value_embed = nn.Embedding(V, dd)  # previous slot's value (slot identity: RoPE position)
@@ -400,6 +417,40 @@ class FrameLevelSpeechLM(PreTrainedModel):
             count += a.shape[0] * T
         return total, count
 
+    def _ctc_loss(self, h: torch.Tensor, batch: FrameBatch) -> tuple[torch.Tensor, int]:
+        """CTC of each TTS row's text ids given the backbone states after its frames (causal: the symbols of
+        frame t are read from frames <= t), `ctc_substeps` symbols per frame."""
+        k = self.config.ctc_substeps
+        is_frame = batch.frame_codes[..., 0] >= 0
+        has_target = batch.target_codes[..., 0] >= 0
+        logps, targets, in_lens, tgt_lens = [], [], [], []
+        for i in range(h.shape[0]):
+            q = has_target[i].nonzero()[:, 0]
+            if q.numel() == 0 or int(q[0]) <= 2:
+                continue  # continuation rows have no text
+            text = batch.input_ids[i, 2 : int(q[0])]
+            frames = is_frame[i].nonzero()[:, 0]
+            if frames.numel() * k < text.numel():
+                continue  # too few symbols to spell the text
+            z = self.ctc_proj(h[i, frames]).view(-1, 128)  # [T * k, 128]
+            logps.append(self.ctc_head(z).float().log_softmax(-1))
+            targets.append(text)
+            in_lens.append(z.shape[0])
+            tgt_lens.append(text.numel())
+        if not logps:
+            return h.sum() * 0, 0
+        padded = torch.nn.utils.rnn.pad_sequence(logps)  # [L, R, C]
+        loss = F.ctc_loss(
+            padded,
+            torch.cat(targets),
+            torch.tensor(in_lens),
+            torch.tensor(tgt_lens),
+            blank=self.n_text,
+            reduction="sum",
+            zero_infinity=True,
+        )
+        return loss, sum(tgt_lens)
+
     def forward(self, batch: FrameBatch) -> FrameLMOutput:
         emb = self.embed_steps(batch.input_ids, batch.frame_codes)
         align = self.config.align_layer >= 0
@@ -417,6 +468,8 @@ class FrameLevelSpeechLM(PreTrainedModel):
         out = FrameLMOutput(frame_nll, per_stop.sum(), int(has_target.sum()), int(per_stop.numel()))
         if align:
             out.align_sum, out.align_count = self._align_loss(bb.attentions[self.config.align_layer], batch)
+        if self.config.ctc_substeps:
+            out.ctc_sum, out.ctc_count = self._ctc_loss(h, batch)
         return out
 
     # --- generation --------------------------------------------------------------------------------------

@@ -122,16 +122,21 @@ def make_optimizer(model: torch.nn.Module, args: LMTrainArgs) -> torch.optim.Opt
     )
 
 
-def batch_loss_terms(model, batch, frame: bool, align_weight: float = 0.0) -> tuple[torch.Tensor, int]:
+def batch_loss_terms(
+    model, batch, frame: bool, align_weight: float = 0.0, ctc_weight: float = 0.0
+) -> tuple[torch.Tensor, int]:
     """(summed NLL in nats, number of scored targets) of a micro-batch: label tokens (flat LM) or frame slot
     values + stop decisions (frame LM). With `align_weight` (frame LM built with an align layer) the guided
-    attention loss is added so that, divided by the count, it contributes align_weight x its mean."""
+    attention loss is added so that, divided by the count, it contributes align_weight x its mean; likewise the
+    CTC loss of the text given the speech with `ctc_weight` (per text token)."""
     if frame:
         out = model(batch)
         n = batch.num_targets()
         nll = out.frame_nll + out.stop_nll
         if align_weight and out.align_count:
             nll = nll + align_weight * out.align_sum / out.align_count * n
+        if ctc_weight and out.ctc_count:
+            nll = nll + ctc_weight * out.ctc_sum / out.ctc_count * n
         return nll, n
     nll, targets = batch_nll(model, batch)
     return nll.sum(), int((targets != IGNORE_INDEX).sum())
@@ -304,6 +309,22 @@ def _build_model(args: LMTrainArgs, tokenizer):
                 raise ValueError(
                     f"init_from {args.init_from} is a flat LM; architecture=frame needs a frame LM"
                 )
+            # training aids the saved model lacks (guided attention, the CTC head) are added here
+            wanted = {}
+            if args.frame_align_weight > 0 and model.config.align_layer < 0:
+                wanted["align_layer"] = args.frame_align_layer
+            if args.frame_ctc_weight > 0 and not model.config.ctc_substeps:
+                wanted["ctc_substeps"] = args.frame_ctc_substeps
+            if wanted:
+                config = model.config
+                for key, value in wanted.items():
+                    setattr(config, key, value)
+                torch.manual_seed(args.seed)
+                grown = FrameLevelSpeechLM(config)
+                result = grown.load_state_dict(model.state_dict(), strict=False)
+                if result.unexpected_keys or any(not k.startswith("ctc_") for k in result.missing_keys):
+                    raise RuntimeError(f"adding {sorted(wanted)} to {args.init_from} did not fit: {result}")
+                model = grown
         else:
             torch.manual_seed(args.seed)
             config = build_frame_lm_config(
@@ -311,6 +332,7 @@ def _build_model(args: LMTrainArgs, tokenizer):
                 tokenizer,
                 value_split=args.frame_value_split,
                 align_layer=args.frame_align_layer if args.frame_align_weight > 0 else -1,
+                ctc_substeps=args.frame_ctc_substeps if args.frame_ctc_weight > 0 else 0,
                 **args.model_overrides,
             )
             model = FrameLevelSpeechLM(config)
@@ -443,7 +465,7 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
             # accumulate() skips gradient sync (DDP) and makes optimizer.step/zero_grad no-ops until the last
             # micro-batch of the step; it also works with DeepSpeed/FSDP, which own these steps there.
             with accelerator.accumulate(model):
-                nll, _ = batch_loss_terms(model, batch, frame, args.frame_align_weight)
+                nll, _ = batch_loss_terms(model, batch, frame, args.frame_align_weight, args.frame_ctc_weight)
                 loss = nll / max(1, n_tokens)  # mean over the step's scored targets on this process
                 accelerator.backward(loss * ga)  # backward() divides by gradient_accumulation_steps
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
