@@ -218,6 +218,8 @@ def test_phonemize_gives_ipa_and_clear_errors(monkeypatch):
     many = phonemes.phonemize_many(texts, workers=3)  # threads: same answers, in order, duplicates kept
     assert many[0] == many[3] == ipa and many[2] == "" and len(many) == 5
     assert phonemes.phonemize.cache_info().misses == 4  # 3 distinct texts + "" once; then all cached
+    phonemes.phonemize("A dog ran home.")  # as the tokenizer calls it: a cache hit
+    assert phonemes.phonemize.cache_info().misses == 4
     with pytest.raises(ValueError, match="text_frontend must be one of"):
         phonemes.check_text_frontend("arpabet")
     phonemes.phonemize.cache_clear()

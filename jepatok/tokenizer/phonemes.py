@@ -68,11 +68,16 @@ def phonemize_many(texts, voice: str = ESPEAK_VOICE, workers: int | None = None)
 
     texts = list(texts)
     n = workers or 2 * (os.cpu_count() or 1)
+
+    # lru_cache keys phonemize(t) and phonemize(t, voice) apart: call it the way the tokenizer does
+    def one(t: str) -> str:
+        return phonemize(t) if voice == ESPEAK_VOICE else phonemize(t, voice)
+
     unique = list(dict.fromkeys(t for t in texts if isinstance(t, str) and t.strip()))
     if len(unique) > 1 and n > 1:
         with ThreadPoolExecutor(max_workers=n) as pool:
-            list(pool.map(lambda t: phonemize(t, voice), unique))
-    return [phonemize(t, voice) for t in texts]
+            list(pool.map(one, unique))
+    return [one(t) for t in texts]
 
 
 __all__ = ["TEXT_FRONTENDS", "check_text_frontend", "espeak_binary", "phonemize", "phonemize_many"]
