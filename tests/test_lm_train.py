@@ -233,6 +233,16 @@ def test_frame_architecture_trains_resumes_exactly_and_loads(paths, tmp_path, mo
     m = full.eval_metrics
     assert m["eval/bits_per_audio_second"] > 0 and m["eval/audio_seconds"] > 0
     assert math.isfinite(m["eval/text_gain_bits_per_audio_second"])
+    aids = {
+        "frame_ctc_weight": 0.5,
+        "frame_ctc_substeps": 16,
+        "frame_align_weight": 1.0,
+        "frame_align_layer": 1,
+    }
+    aided = lm_train.train(_args(paths, tmp_path / "aided", **{**kw, **aids, "per_device_batch_size": 8}))
+    # the aids' own losses are logged (steps whose rows include a TTS row), and only when they are on
+    assert any(r.get("train/ctc_loss", 0) > 0 and r.get("train/align_loss", 0) > 0 for r in aided.history)
+    assert not any("train/ctc_loss" in r or "train/align_loss" in r for r in full.history)
 
     def crash(step):
         if step == 3:

@@ -123,20 +123,25 @@ def make_optimizer(model: torch.nn.Module, args: LMTrainArgs) -> torch.optim.Opt
 
 
 def batch_loss_terms(
-    model, batch, frame: bool, align_weight: float = 0.0, ctc_weight: float = 0.0
+    model, batch, frame: bool, align_weight: float = 0.0, ctc_weight: float = 0.0, aux: dict | None = None
 ) -> tuple[torch.Tensor, int]:
     """(summed NLL in nats, number of scored targets) of a micro-batch: label tokens (flat LM) or frame slot
     values + stop decisions (frame LM). With `align_weight` (frame LM built with an align layer) the guided
     attention loss is added so that, divided by the count, it contributes align_weight x its mean; likewise the
-    CTC loss of the text given the speech with `ctc_weight` (per text token)."""
+    CTC loss of the text given the speech with `ctc_weight` (per text token). `aux`, when given, receives the
+    unweighted means (`align`, `ctc`) of the aids that were used."""
     if frame:
         out = model(batch)
         n = batch.num_targets()
         nll = out.frame_nll + out.stop_nll
         if align_weight and out.align_count:
             nll = nll + align_weight * out.align_sum / out.align_count * n
+            if aux is not None:
+                aux["align"] = float(out.align_sum.detach()) / out.align_count
         if ctc_weight and out.ctc_count:
             nll = nll + ctc_weight * out.ctc_sum / out.ctc_count * n
+            if aux is not None:
+                aux["ctc"] = float(out.ctc_sum.detach()) / out.ctc_count
         return nll, n
     nll, targets = batch_nll(model, batch)
     return nll.sum(), int((targets != IGNORE_INDEX).sum())
@@ -453,6 +458,7 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
     model.train()
     history: list[dict[str, float]] = []
     window_loss, window_steps, window_tokens, t0 = 0.0, 0, 0, time.perf_counter()
+    window_aux: dict[str, list[float]] = {}  # frame LM training aids: unweighted losses per micro-batch
     last_loss, eval_metrics = float("nan"), {}
     bar = tqdm(total=args.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train-lm")
     while step < args.max_steps:
@@ -465,7 +471,12 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
             # accumulate() skips gradient sync (DDP) and makes optimizer.step/zero_grad no-ops until the last
             # micro-batch of the step; it also works with DeepSpeed/FSDP, which own these steps there.
             with accelerator.accumulate(model):
-                nll, _ = batch_loss_terms(model, batch, frame, args.frame_align_weight, args.frame_ctc_weight)
+                aux: dict[str, float] = {}
+                nll, _ = batch_loss_terms(
+                    model, batch, frame, args.frame_align_weight, args.frame_ctc_weight, aux
+                )
+                for key, value in aux.items():
+                    window_aux.setdefault(key, []).append(value)
                 loss = nll / max(1, n_tokens)  # mean over the step's scored targets on this process
                 accelerator.backward(loss * ga)  # backward() divides by gradient_accumulation_steps
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
@@ -493,12 +504,15 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
                 "train/grad_norm": grad_norm,
                 "train/steps_per_second": window_steps / elapsed,
                 "train/label_tokens_per_second": window_tokens * world / elapsed,
+                # the aids' own losses (train/loss includes them, weighted)
+                **{f"train/{k}_loss": sum(v) / len(v) for k, v in window_aux.items()},
             }
             last_loss = record["train/loss"]
             history.append({"step": step, **record})
             accelerator.log(record, step=step)
             bar.set_postfix(loss=f"{last_loss:.3f}")
             window_loss, window_steps, window_tokens, t0 = 0.0, 0, 0, time.perf_counter()
+            window_aux.clear()
         if (
             eval_set is not None
             and args.eval_steps
