@@ -238,7 +238,7 @@ if [ "$PITCH_ENV_STEPS" -gt 0 ] && [ "$ENVY_STEPS" -gt 0 ] && [ "$S2Y_STEPS" -gt
     if [ "$LMF_STEPS" -gt 0 ]; then
       [ -f "$RUN/lmf/final/config.json" ] || { log "lmf start"; $LM_LAUNCH train-lm --recipe small_frame \
           --data "$RUN/pretok_p" --tokenizer "$RUN/tokenizer_p" --output-dir "$RUN/lmf" --max-steps "$LMF_STEPS" \
-          > "$RUN/lmf.log" 2>&1; log "lmf done"; }
+          ${LMF_EXTRA:-} > "$RUN/lmf.log" 2>&1; log "lmf done"; }
     fi
   fi
 fi
