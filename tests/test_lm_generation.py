@@ -182,3 +182,35 @@ def test_stock_text_to_audio_still_dispatches_elsewhere(tmp_path):
     pipe = pipeline("text-to-speech", model=VitsModel(cfg).eval(), tokenizer=tok)
     assert type(pipe) is TextToAudioPipeline
     assert pipe("hello")["audio"].size > 0
+
+
+def test_generate_cli_and_eval_loader_take_a_frame_lm(tmp_path, capsys):
+    """`jepatok generate` (and eval-tts's loader) on a saved FrameLevelSpeechLM directory: TTS and continuation."""
+    from jepatok.cli import main
+    from jepatok.eval.evaluate_tts import load_lm_and_tokenizer
+    from jepatok.lm.frame_model import FrameLevelSpeechLM, build_frame_lm_config
+
+    tok = speech_tokenizer()
+    torch.manual_seed(0)
+    lm_dir = tmp_path / "frame"
+    FrameLevelSpeechLM(build_frame_lm_config("tiny", tok, value_split=128)).save_pretrained(lm_dir)
+    tok.save_pretrained(lm_dir)
+    prompt = tmp_path / "prompt.wav"
+    sf.write(prompt, np.zeros(2 * _hop(tok), dtype=np.float32), tok.sampling_rate)
+    # TTS, continuation, TTS continuing a voice prompt. With a prompt the output starts with its 2 frames (an
+    # untrained stop head may end the speech right after them); max_seconds counts the prompt's frames.
+    cases = (
+        ["--text", "hi"],
+        ["--prompt-audio", str(prompt), "--include-prompt"],
+        ["--text", "hi", "--voice-prompt", str(prompt), "--include-prompt"],
+    )
+    for k, source in enumerate(cases):
+        out = tmp_path / f"out{k}.wav"
+        argv = ["generate", "--lm", str(lm_dir), *source, "--out", str(out), "--seed", "0"]
+        assert main(argv + ["--max-seconds", str(4 / tok.frame_rate)]) == 0
+        (summary,) = json.loads(capsys.readouterr().out)
+        data, sr = sf.read(summary["file"])
+        assert sr == tok.sampling_rate and len(data) % _hop(tok) == 0
+        assert (2 if k else 1) <= len(data) // _hop(tok) <= 4, (k, len(data) // _hop(tok))
+    loaded_tok, model = load_lm_and_tokenizer(str(lm_dir), None, "cpu")
+    assert type(model) is FrameLevelSpeechLM and len(loaded_tok) == len(tok)
