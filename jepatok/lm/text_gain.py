@@ -93,8 +93,27 @@ def example_pair(tokenizer, codes, text: str) -> tuple[list[int], list[int], int
     return tts, cont, len(audio)
 
 
+def pick_text_rows(rows, max_examples: int) -> list[int]:
+    """Indices of up to `max_examples` rows with a transcript, spread evenly over `rows` (what `text_gain`
+    scores; `train-lm` picks them once per run)."""
+    from ..eval.clips import _pick_indices
+
+    if max_examples <= 0:
+        raise ValueError(f"max_examples must be positive, got {max_examples}")
+    with_text = [i for i, t in enumerate(rows["text"]) if t and t.strip()]
+    if not with_text:
+        raise NoTextGainExamples("no row has a transcript: text gain needs a `text` column with transcripts")
+    return [with_text[i] for i in _pick_indices(len(with_text), max_examples)]
+
+
 def text_gain(
-    model, tokenizer, rows, max_examples: int = 300, progress: bool = True, max_positions: int | None = None
+    model,
+    tokenizer,
+    rows,
+    max_examples: int = 300,
+    progress: bool = True,
+    max_positions: int | None = None,
+    chosen: list[int] | None = None,
 ) -> dict:
     """The text gain of `model` over up to `max_examples` rows with text, spread evenly over `rows`.
 
@@ -107,20 +126,15 @@ def text_gain(
         progress: show a progress bar.
         max_positions: the LM's context length (default: `model.config.max_position_embeddings`; give it when
             `model` is wrapped, e.g. by DDP).
+        chosen: the rows to score (from `pick_text_rows`); default: picked here from `max_examples`.
     """
     from tqdm.auto import tqdm
 
-    from ..eval.clips import _pick_indices
     from ..eval.compare_tts import bootstrap_rate_ci
-
-    if max_examples <= 0:
-        raise ValueError(f"max_examples must be positive, got {max_examples}")
-    texts = rows["text"]
-    with_text = [i for i, t in enumerate(texts) if t and t.strip()]
-    if not with_text:
-        raise NoTextGainExamples("no row has a transcript: text gain needs a `text` column with transcripts")
-    chosen = [with_text[i] for i in _pick_indices(len(with_text), max_examples)]
     from .modeling import is_frame_lm
+
+    if chosen is None:
+        chosen = pick_text_rows(rows, max_examples)
 
     frame = is_frame_lm(model)
     if max_positions is None:

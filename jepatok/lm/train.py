@@ -219,7 +219,9 @@ def evaluate(model, packed: PackedDataset, tokenizer, args: LMTrainArgs, acceler
 
 
 @torch.no_grad()
-def evaluate_text_gain(model, rows, tokenizer, args: LMTrainArgs, accelerator) -> dict[str, float]:
+def evaluate_text_gain(
+    model, rows, tokenizer, args: LMTrainArgs, accelerator, chosen: list[int] | None = None
+) -> dict[str, float]:
     """`eval/text_gain_bits_per_audio_second` (and its share of the audio's bits) on the first
     `eval_text_gain_examples` validation examples with text, spread over the split. Every process scores the
     same examples (no collectives: an FSDP forward gathers on all ranks alike); {} when the split has no text."""
@@ -240,6 +242,7 @@ def evaluate_text_gain(model, rows, tokenizer, args: LMTrainArgs, accelerator) -
                 args.eval_text_gain_examples,
                 progress=False,
                 max_positions=min(args.block_size, positions),
+                chosen=chosen,
             )
     except NoTextGainExamples:  # no transcript in the split, or every example longer than a block
         return {}
@@ -405,6 +408,14 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
     train_set, train_stats = make_packed(splits["train"], tokenizer, args)
     eval_set = make_packed(splits[args.eval_split], tokenizer, args)[0] if args.eval_split in splits else None
     eval_rows = splits.get(args.eval_split)
+    gain_rows = None  # the text-gain examples, picked once per run
+    if eval_rows is not None and args.eval_text_gain_examples and "text" in eval_rows.column_names:
+        from .text_gain import NoTextGainExamples, pick_text_rows
+
+        try:
+            gain_rows = pick_text_rows(eval_rows, args.eval_text_gain_examples)
+        except NoTextGainExamples:
+            gain_rows = None
 
     model = _build_model(args, tokenizer)
     optimizer = make_optimizer(model, args)
@@ -520,7 +531,10 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
         ):
             eval_metrics = evaluate(model, eval_set, tokenizer, args, accelerator)
             if args.eval_text_gain_examples:
-                eval_metrics.update(evaluate_text_gain(model, eval_rows, tokenizer, args, accelerator))
+                if gain_rows:
+                    eval_metrics.update(
+                        evaluate_text_gain(model, eval_rows, tokenizer, args, accelerator, gain_rows)
+                    )
             accelerator.log(eval_metrics, step=step)
             accelerator.print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items()))
         if args.save_steps and (step % args.save_steps == 0 or step == args.max_steps):
