@@ -166,7 +166,8 @@ def test_warm_start_from_an_lm_of_another_codec_needs_the_flag_and_records_the_n
     assert saved["codec_codes_hash"] == mine["codes_hash"] != other.codec_identity["codes_hash"]
 
 
-def test_two_process_accelerate_launch(paths, tmp_path):
+@pytest.mark.parametrize("architecture", ["flat", "frame"])
+def test_two_process_accelerate_launch(paths, tmp_path, architecture):
     out = tmp_path / "ddp"
     cmd = [
         str(Path(sys.executable).parent / "accelerate"),
@@ -192,6 +193,7 @@ def test_two_process_accelerate_launch(paths, tmp_path):
         "eval_steps=2",
         "max_eval_blocks=3",  # uneven across the 2 processes: eval must not hang
         "report_to=none",
+        f"architecture={architecture}",  # frame: one sequence per row, block_size counts steps
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)

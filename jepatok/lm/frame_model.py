@@ -272,6 +272,9 @@ class FrameLevelSpeechLM(PreTrainedModel):
             self.ctc_head = nn.Linear(128, n_tok + 1)
         self.depth_in = nn.Linear(d, dd)
         self.depth = LlamaModel(dp)
+        # The depth transformer always gets inputs_embeds: its 1-row token table is never used, and DDP refuses
+        # a trainable parameter without a gradient.
+        self.depth.embed_tokens.weight.requires_grad_(False)
         self.depth_value_embed = nn.Embedding(V, dd)  # previous slot's value (slot identity: RoPE position)
         self.split = config.value_split
         if self.split:  # v = hi * split + lo: p(hi | state) p(lo | state, hi)

@@ -73,7 +73,8 @@ def audio_nll_by_frame(model, ids: list[int], audio_start: int, tokenizer) -> tu
         if ids.index(int(tokenizer.audio_token_id)) != audio_start - 1:
             raise ValueError("a frame-level LM scores everything after <audio>: audio_start must follow it")
         example = to_frame_example(LMExample(list(ids), list(ids)), tokenizer)
-        per_frame, stops = model.score(collate_frames([example], int(tokenizer.pad_token_id)).to(device))
+        inner = getattr(model, "module", model)  # score() is not forwarded by DDP wrappers
+        per_frame, stops = inner.score(collate_frames([example], int(tokenizer.pad_token_id)).to(device))
         return per_frame.float().cpu(), float(stops.sum())
     x = torch.tensor([ids], dtype=torch.long, device=device)
     logits = model(input_ids=x).logits[0, audio_start - 1 : -1].float()
