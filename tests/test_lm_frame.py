@@ -218,13 +218,32 @@ def test_value_split_is_the_same_likelihood_factorised(tok, examples, tmp_path):
         build_frame_lm_config("tiny", tok, value_split=1)
 
 
+def _tts_and_continuation_batch(tok, text: str):
+    """A TTS row (6 frames, `text`) and the continuation rows of both clips (6 and 4 frames)."""
+    g = torch.Generator().manual_seed(0)
+    codes = [random_codes(tok, n, g).tolist() for n in (6, 4)]
+    rows = build_examples(codes, [text, ""], tok, "both", 512)[0]
+    return collate_frames([to_frame_example(e, tok) for e in rows], tok.pad_token_id)
+
+
+def _optimise_aid(model, batch, aid: str, steps: int) -> tuple[float, float]:
+    """Adam on one training aid's mean loss alone (`aid`: "align" or "ctc"); its (first, last) values."""
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    values = []
+    for _ in range(steps):
+        out = model(batch)
+        loss = getattr(out, f"{aid}_sum") / getattr(out, f"{aid}_count")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        values.append(float(loss.detach()))
+    return values[0], values[-1]
+
+
 def test_guided_attention_loss_pulls_a_head_to_the_diagonal(tok):
     """align_layer: TTS rows get a guided-attention loss on the chosen head (continuation rows none); optimising
     it alone raises the attention mass near the text-speech diagonal; the NLL terms do not change with it."""
-    g = torch.Generator().manual_seed(0)
-    codes = [random_codes(tok, n, g).tolist() for n in (6, 4)]
-    rows = build_examples(codes, ["hello world, this is a longer text", ""], tok, "both", 512)[0]
-    batch = collate_frames([to_frame_example(e, tok) for e in rows], tok.pad_token_id)
+    batch = _tts_and_continuation_batch(tok, "hello world, this is a longer text")
     torch.manual_seed(0)
     model = FrameLevelSpeechLM(build_frame_lm_config("tiny", tok, align_layer=1))
     plain = FrameLevelSpeechLM(build_frame_lm_config("tiny", tok))
@@ -234,15 +253,8 @@ def test_guided_attention_loss_pulls_a_head_to_the_diagonal(tok):
     with torch.no_grad():
         torch.testing.assert_close(plain(batch).frame_nll, out.frame_nll, rtol=1e-4, atol=1e-3)
     assert plain(batch).align_count == 0
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = float(out.align_sum.detach()) / out.align_count
-    for _ in range(30):
-        out = model(batch)
-        loss = out.align_sum / out.align_count
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert float(loss) < 0.5 * first, (first, float(loss))
+    first, last = _optimise_aid(model, batch, "align", 30)
+    assert last < 0.5 * first, (first, last)
     with pytest.raises(ValueError, match="align_layer"):
         FrameLevelSpeechLM(build_frame_lm_config("tiny", tok, align_layer=5))
 
@@ -250,10 +262,7 @@ def test_guided_attention_loss_pulls_a_head_to_the_diagonal(tok):
 def test_ctc_head_learns_the_text_from_the_speech(tok):
     """ctc_substeps: TTS rows get a CTC loss of their text ids from the states after their frames (continuation
     rows none); it is finite, counts the text tokens, and falls when optimised; NLL terms are unaffected."""
-    g = torch.Generator().manual_seed(0)
-    codes = [random_codes(tok, n, g).tolist() for n in (6, 4)]
-    rows = build_examples(codes, ["hello world", ""], tok, "both", 512)[0]
-    batch = collate_frames([to_frame_example(e, tok) for e in rows], tok.pad_token_id)
+    batch = _tts_and_continuation_batch(tok, "hello world")
     torch.manual_seed(0)
     model = FrameLevelSpeechLM(build_frame_lm_config("tiny", tok, ctc_substeps=4))
     out = model(batch)
@@ -263,12 +272,5 @@ def test_ctc_head_learns_the_text_from_the_speech(tok):
     plain.load_state_dict(model.state_dict(), strict=False)
     with torch.no_grad():
         torch.testing.assert_close(plain(batch).frame_nll, out.frame_nll)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = float(out.ctc_sum.detach()) / out.ctc_count
-    for _ in range(40):
-        out = model(batch)
-        loss = out.ctc_sum / out.ctc_count
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert float(loss) < 0.5 * first, (first, float(loss))
+    first, last = _optimise_aid(model, batch, "ctc", 40)
+    assert last < 0.5 * first, (first, last)

@@ -388,15 +388,33 @@ class FrameLevelSpeechLM(PreTrainedModel):
         stop_logits = self.stop_head(h[has_stop]).float()
         return per_frame, F.cross_entropy(stop_logits, batch.stop_labels[has_stop], reduction="none")
 
+    def _run_backbone(self, batch: FrameBatch, attentions: bool = False):
+        """The backbone over a packed batch (causal, positions restarting per row); `attentions` also returns
+        the attention probabilities (eager attention: the guided-attention loss)."""
+        return self.backbone(
+            inputs_embeds=self.embed_steps(batch.input_ids, batch.frame_codes),
+            position_ids=batch.position_ids,
+            attention_mask=None,
+            use_cache=False,
+            output_attentions=attentions,
+        )
+
     @torch.no_grad()
     def score(self, batch: FrameBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-frame NLLs [N] and per-stop-decision NLLs [M] (nats) of a batch, for analyses (`text-gain`'s
         gain by frame); their sums are `forward`'s frame_nll and stop_nll."""
-        emb = self.embed_steps(batch.input_ids, batch.frame_codes)
-        h = self.backbone(
-            inputs_embeds=emb, position_ids=batch.position_ids, attention_mask=None, use_cache=False
-        ).last_hidden_state
-        return self._nlls(h, batch)
+        return self._nlls(self._run_backbone(batch).last_hidden_state, batch)
+
+    @staticmethod
+    def _tts_rows(batch: FrameBatch):
+        """(row, steps that predict a frame [T], end of the text) for each TTS row of a batch: a row whose
+        first frame-predicting step (its `<audio>`) comes after `<bos> <text>` and at least one text token, so
+        its text ids are `input_ids[row, 2:end]`. Continuation rows (`<bos> <audio>`) are skipped."""
+        has_target = batch.target_codes[..., 0] >= 0
+        for i in range(has_target.shape[0]):
+            q = has_target[i].nonzero()[:, 0]
+            if q.numel() and int(q[0]) > 2:
+                yield i, q, int(q[0])
 
     def _align_loss(self, attn: torch.Tensor, batch: FrameBatch) -> tuple[torch.Tensor, int]:
         """Guided attention (Tachibana et al. 2017, for a decoder-only LM): in TTS rows (`<bos> <text> text
@@ -404,13 +422,9 @@ class FrameLevelSpeechLM(PreTrainedModel):
         tokens should lie near the diagonal: loss -log sum_n A[j, n] exp(-(n/N - j/T)^2 / 2 sigma^2), summed over
         heads and frames. attn: [B, H, S, S] probabilities of the align layer."""
         heads = attn[:, : self.config.align_heads].float()
-        has_target = batch.target_codes[..., 0] >= 0
         total, count = attn.new_zeros(()), 0
-        for i in range(attn.shape[0]):
-            q = has_target[i].nonzero()[:, 0]  # steps that predict a frame; the first is <audio>
-            if q.numel() == 0 or int(q[0]) <= 2:
-                continue  # no frames, or a continuation row (`<bos> <audio>`: no text)
-            text = torch.arange(2, int(q[0]), device=attn.device)  # after <bos> <text>
+        for i, q, end in self._tts_rows(batch):
+            text = torch.arange(2, end, device=attn.device)  # after <bos> <text>
             T, N = q.numel(), text.numel()
             a = heads[i][:, q][:, :, text]  # [h, T, N]
             t = (torch.arange(T, device=attn.device) + 0.5) / T
@@ -425,13 +439,9 @@ class FrameLevelSpeechLM(PreTrainedModel):
         frame t are read from frames <= t), `ctc_substeps` symbols per frame."""
         k = self.config.ctc_substeps
         is_frame = batch.frame_codes[..., 0] >= 0
-        has_target = batch.target_codes[..., 0] >= 0
         logps, targets, in_lens, tgt_lens = [], [], [], []
-        for i in range(h.shape[0]):
-            q = has_target[i].nonzero()[:, 0]
-            if q.numel() == 0 or int(q[0]) <= 2:
-                continue  # continuation rows have no text
-            text = batch.input_ids[i, 2 : int(q[0])]
+        for i, _, end in self._tts_rows(batch):
+            text = batch.input_ids[i, 2:end]
             frames = is_frame[i].nonzero()[:, 0]
             if frames.numel() * k < text.numel():
                 continue  # too few symbols to spell the text
@@ -455,20 +465,12 @@ class FrameLevelSpeechLM(PreTrainedModel):
         return loss, sum(tgt_lens)
 
     def forward(self, batch: FrameBatch) -> FrameLMOutput:
-        emb = self.embed_steps(batch.input_ids, batch.frame_codes)
         align = self.config.align_layer >= 0
-        bb = self.backbone(
-            inputs_embeds=emb,
-            position_ids=batch.position_ids,
-            attention_mask=None,
-            use_cache=False,
-            output_attentions=align,
-        )
+        bb = self._run_backbone(batch, attentions=align)
         h = bb.last_hidden_state  # [B, S, d]
-        has_target = batch.target_codes[..., 0] >= 0  # [B, S]
         per_frame, per_stop = self._nlls(h, batch)
         frame_nll = per_frame.sum() if per_frame.numel() else h.sum() * 0
-        out = FrameLMOutput(frame_nll, per_stop.sum(), int(has_target.sum()), int(per_stop.numel()))
+        out = FrameLMOutput(frame_nll, per_stop.sum(), int(per_frame.numel()), int(per_stop.numel()))
         if align:
             out.align_sum, out.align_count = self._align_loss(bb.attentions[self.config.align_layer], batch)
         if self.config.ctc_substeps:

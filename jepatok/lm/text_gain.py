@@ -41,16 +41,10 @@ def audio_nll(model, ids: list[int], audio_start: int, tokenizer=None) -> float:
 
     device = next(model.parameters()).device
     if is_frame_lm(model):
-        from .data import LMExample
-        from .frame_model import collate_frames, to_frame_example
-
         if tokenizer is None:
             raise ValueError("audio_nll of a frame-level LM needs the tokenizer")
-        if ids.index(int(tokenizer.audio_token_id)) != audio_start - 1:
-            raise ValueError("a frame-level LM scores everything after <audio>: audio_start must follow it")
-        example = to_frame_example(LMExample(list(ids), list(ids)), tokenizer)
-        out = model(collate_frames([example], int(tokenizer.pad_token_id)).to(device))
-        return float(out.frame_nll + out.stop_nll)
+        per_frame, end = audio_nll_by_frame(model, ids, audio_start, tokenizer)
+        return float(per_frame.sum()) + end
     x = torch.tensor([ids], dtype=torch.long, device=device)
     logits = model(input_ids=x).logits[0, audio_start - 1 : -1].float()
     targets = x[0, audio_start:]
