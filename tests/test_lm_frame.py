@@ -52,6 +52,21 @@ def test_flat_sequence_to_frame_steps(tok, examples):
     assert b.num_targets() == (2 + 2) * 19 + 3 + 3
 
 
+def _overfit(model, tok, example, steps: int = 25) -> list[float]:
+    """AdamW on one example's mean loss per predicted value; the losses."""
+    one = collate_frames([to_frame_example(example, tok)], tok.pad_token_id)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(steps):
+        out = model(one)
+        loss = (out.frame_nll + out.stop_nll) / (out.frames * 19 + out.stops)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def test_initial_loss_and_overfit(tok, examples):
     model = _model(tok)
     batch = collate_frames([to_frame_example(e, tok) for e in examples], tok.pad_token_id)
@@ -62,16 +77,7 @@ def test_initial_loss_and_overfit(tok, examples):
     assert abs(per_frame - uniform) / uniform < 0.02, (per_frame, uniform)
     # TTS (2 frames) + continuation (2) + continuation (3): one stop decision before each frame and one at the end.
     assert out.frames == 2 + 2 + 3 and out.stops == 7 + 3
-    one = collate_frames([to_frame_example(examples[1], tok)], tok.pad_token_id)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    losses = []
-    for _ in range(25):
-        out = model(one)
-        loss = (out.frame_nll + out.stop_nll) / (out.frames * 19 + out.stops)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = _overfit(model, tok, examples[1])
     assert losses[0] > 8.0 and losses[-1] < 1.0, (losses[0], losses[-1])
 
 
@@ -218,6 +224,64 @@ def test_value_split_is_the_same_likelihood_factorised(tok, examples, tmp_path):
         build_frame_lm_config("tiny", tok, value_split=1)
 
 
+def test_value_radix_predicts_fsq_digits_with_an_exact_likelihood(tok, examples, tmp_path):
+    """value_radix=4: frames enter as one-hot base-4 digits and each slot value is predicted digit by digit. The
+    untrained model is uniform over each slot's legal values; depth_logits' log-probabilities normalise and give
+    forward's NLL; the greedy sampler takes the likeliest digit given the earlier ones; a few steps overfit; the
+    model saves and loads."""
+    torch.manual_seed(0)
+    model = FrameLevelSpeechLM(build_frame_lm_config("tiny", tok, value_radix=4)).eval()
+    assert model.n_digits == 7 and not hasattr(model, "value_embed") and not hasattr(model, "depth_head")
+    batch = collate_frames([to_frame_example(e, tok) for e in examples], tok.pad_token_id)
+    with torch.no_grad():
+        out = model(batch)
+    uniform = sum(math.log(s) for s in tok.slot_sizes)
+    assert abs(float(out.frame_nll) / out.frames - uniform) / uniform < 0.02
+    torch.nn.init.normal_(model.digit_pair, std=0.5)  # earlier-digit biases in play
+    with torch.no_grad():
+        per_frame, _ = model.score(batch)
+        emb = model.embed_steps(batch.input_ids, batch.frame_codes)
+        h = model.backbone(inputs_embeds=emb, position_ids=batch.position_ids).last_hidden_state
+        has = batch.target_codes[..., 0] >= 0
+        hs, tgt = h[has][:2], batch.target_codes[has][:2]
+        lp = model.depth_logits(hs, tgt[:, :-1])  # [2, 19, V]
+    torch.testing.assert_close(torch.logsumexp(lp, -1), torch.zeros(lp.shape[:2]), atol=1e-4, rtol=0)
+    assert torch.isinf(lp[:, -1, 16:]).all() and torch.isfinite(lp[:, -1, :16]).all()
+    torch.testing.assert_close(
+        -lp.gather(-1, tgt[..., None])[..., 0].sum(-1), per_frame[:2], rtol=1e-5, atol=1e-3
+    )
+    h0 = torch.randn(2, model.config.backbone["hidden_size"])
+    greedy = model._sample_frame(h0, 1.0, 0, do_sample=False)
+    sampled = model._sample_frame(h0, 1.0, 0)
+    assert (greedy[:, -1] < 16).all() and (sampled[:, -1] < 16).all() and (sampled < 16384).all()
+    with torch.no_grad():
+        lp0 = model.depth_logits(h0, greedy[:, :-1])
+    for slot in (0, 18):  # digit j of the greedy value maximises p(d_j | its earlier digits)
+        for row in range(2):
+            v = int(greedy[row, slot])
+            for j, place in enumerate(4 ** torch.arange(6, -1, -1)):
+                prefix = v // int(place * 4)
+                block = lp0[row, slot, prefix * int(place) * 4 : (prefix + 1) * int(place) * 4]
+                if torch.isinf(block).all():
+                    continue
+                by_digit = torch.logsumexp(block.view(4, -1), -1)
+                assert int(by_digit.argmax()) == (v // int(place)) % 4, (slot, row, j)
+    model.train()
+    losses = _overfit(model, tok, examples[1])
+    assert losses[-1] < 0.3 * losses[0], (losses[0], losses[-1])
+    model.eval().save_pretrained(tmp_path)
+    from jepatok.lm.modeling import load_speech_lm
+
+    loaded = load_speech_lm(str(tmp_path)).eval()
+    assert loaded.config.value_radix == 4
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch).frame_nll, model(batch).frame_nll)
+    with pytest.raises(ValueError, match="exclusive"):
+        build_frame_lm_config("tiny", tok, value_radix=4, value_split=128)
+    with pytest.raises(ValueError, match="value_radix"):
+        build_frame_lm_config("tiny", tok, value_radix=1)
+
+
 def _tts_and_continuation_batch(tok, text: str):
     """A TTS row (6 frames, `text`) and the continuation rows of both clips (6 and 4 frames)."""
     g = torch.Generator().manual_seed(0)
@@ -238,6 +302,30 @@ def _optimise_aid(model, batch, aid: str, steps: int) -> tuple[float, float]:
         opt.step()
         values.append(float(loss.detach()))
     return values[0], values[-1]
+
+
+def test_frame_dropout_masks_tts_frame_inputs_in_training_only(tok):
+    """frame_dropout=p: in training, frame inputs of TTS rows (never of continuation rows, never text) are
+    replaced by the mask vector with probability p; in eval mode the model equals one without dropout."""
+    batch = _tts_and_continuation_batch(tok, "hello world, this is a longer text")
+    torch.manual_seed(0)
+    model = FrameLevelSpeechLM(build_frame_lm_config("tiny", tok, value_radix=4, frame_dropout=0.5))
+    plain = FrameLevelSpeechLM(build_frame_lm_config("tiny", tok, value_radix=4))
+    state = {k: v for k, v in model.state_dict().items() if k != "frame_mask_embed"}
+    plain.load_state_dict(state)
+    is_frame = batch.frame_codes[..., 0] >= 0
+    drops = torch.stack([model._dropped_frames(batch) for _ in range(200)]).float().mean(0)  # [B, S]
+    tts_frames = is_frame[0]
+    assert (drops[1:] == 0).all() and (drops[0][~tts_frames] == 0).all()  # continuation rows, text: never
+    assert ((drops[0][tts_frames] - 0.5).abs() < 0.15).all()
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch).frame_nll, plain(batch).frame_nll)
+        torch.manual_seed(1)
+        model.train()
+        assert not torch.allclose(model(batch).frame_nll, plain(batch).frame_nll)
+    with pytest.raises(ValueError, match="frame_dropout"):
+        build_frame_lm_config("tiny", tok, frame_dropout=1.0)
 
 
 def test_guided_attention_loss_pulls_a_head_to_the_diagonal(tok):

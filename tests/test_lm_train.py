@@ -301,3 +301,10 @@ def test_frame_init_from_gains_the_training_aids_it_lacks(paths, tmp_path):
     before, after = saved.state_dict(), grown.state_dict()
     assert {k for k in after if k not in before} == {k for k in after if k.startswith("ctc_")} != set()
     assert all(torch.equal(before[k], after[k]) for k in before)
+    # frame-input dropout: its mask vector is added the same way, and a dropout-free run can drop it again
+    dropped = lm_train._build_model(_args(paths, tmp_path / "run2", **kw, frame_input_dropout=0.5), tok)
+    assert dropped.config.frame_dropout == 0.5 and "frame_mask_embed" in dropped.state_dict()
+    dropped.save_pretrained(tmp_path / "dropped")
+    kw["init_from"] = str(tmp_path / "dropped")
+    plain = lm_train._build_model(_args(paths, tmp_path / "run3", **kw), tok)
+    assert plain.config.frame_dropout == 0.0 and "frame_mask_embed" not in plain.state_dict()

@@ -33,6 +33,12 @@ class LMTrainArgs:
             example per batch row, and `max_eval_blocks` caps the evaluation examples.
         frame_value_split (int, 128): the frame LM's `value_split` (each slot value predicted as value // S then
             value % S; 0 = one softmax over all values).
+        frame_value_radix (int, 0): R > 0 = the frame LM works on the base-R digits of each slot value (its
+            `value_radix`: one-hot FSQ digits in, digit-by-digit 4-way softmaxes out); replaces
+            `frame_value_split`. 4 for the `small` codec.
+        frame_input_dropout (float, 0.0): the frame LM's `frame_dropout`: in training, each frame input of a TTS
+            row is replaced by a learned mask vector with this probability, so the LM has to read its text
+            (added to an `init_from` model that lacks it); 0 = off.
         frame_align_weight (float, 0.0): weight of the frame LM's guided attention loss (`align_layer`: the
             first head of backbone layer `frame_align_layer` is pulled toward the text-speech diagonal in TTS
             rows); 0 = off. Evaluation metrics never include it.
@@ -76,6 +82,8 @@ class LMTrainArgs:
 
     architecture: str = "flat"
     frame_value_split: int = 128
+    frame_value_radix: int = 0
+    frame_input_dropout: float = 0.0
     frame_align_weight: float = 0.0
     frame_align_layer: int = 2
     frame_ctc_weight: float = 0.0
@@ -135,6 +143,10 @@ class LMTrainArgs:
             raise ValueError(f"model_overrides must be a mapping, got {self.model_overrides!r}")
         if self.audio_digit_radix != 0 and self.audio_digit_radix < 2:
             raise ValueError(f"audio_digit_radix must be 0 (off) or >= 2, got {self.audio_digit_radix}")
+        if not 0.0 <= self.frame_input_dropout < 1.0:
+            raise ValueError(f"frame_input_dropout must be in [0, 1), got {self.frame_input_dropout}")
+        if self.frame_value_radix < 0 or self.frame_value_radix == 1:
+            raise ValueError(f"frame_value_radix must be 0 (off) or >= 2, got {self.frame_value_radix}")
         if self.architecture not in ("flat", "frame"):
             raise ValueError(f"architecture must be flat or frame, got {self.architecture!r}")
         if self.architecture == "frame":

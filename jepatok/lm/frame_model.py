@@ -42,6 +42,17 @@ class FrameLMConfig(PretrainedConfig):
             codec); S > 0 = the value v is predicted as (v // S, then v % S given it): two small softmaxes
             instead of one large one, the same exact likelihood by the chain rule, ~S/2 times less work in the
             output layer (the cost of the 16384-way version dominated a CPU training step).
+        value_radix (`int`, 0): R > 0 = work on the base-R digits of each slot value (R = the codec's FSQ levels,
+            4 for the `small` codec: each value is 7 FSQ indices). The frame input is a linear map of the one-hot
+            digits of all 19 slots, the depth transformer's slot input one of the previous slot's digits, and each
+            value is predicted digit by digit, most significant first: p(d_j | state, d_<j), a 4-way softmax whose
+            logits are a projection of the slot's depth state plus a learned bias for every earlier digit
+            (exact likelihood by the chain rule). Every FSQ dimension is then learned from every frame, where a
+            16384-row value table sees each value a handful of times. Excludes `value_split`.
+        frame_dropout (`float`, 0.0): p > 0 = in training, each frame *input* of a TTS row is replaced by a
+            learned mask vector with probability p (the targets stay): the LM cannot predict a frame from the
+            frames before it alone and has to read its text (the decoder-prenet dropout of Tacotron, for an LM).
+            Evaluation, scoring and generation never drop.
         align_layer (`int`, -1): >= 0 = the backbone layer whose first `align_heads` heads get the guided
             attention loss of TTS rows (`align_sum`/`align_count` in the output; -1 = off). The backbone then
             runs eager attention so the probabilities exist.
@@ -67,6 +78,8 @@ class FrameLMConfig(PretrainedConfig):
         audio_token_id: int = 0,
         frame_embed_dim: int = 32,
         value_split: int = 0,
+        value_radix: int = 0,
+        frame_dropout: float = 0.0,
         align_layer: int = -1,
         align_heads: int = 1,
         align_sigma: float = 0.2,
@@ -84,7 +97,15 @@ class FrameLMConfig(PretrainedConfig):
         self.audio_token_id = int(audio_token_id)
         self.frame_embed_dim = int(frame_embed_dim)
         self.value_split = int(value_split)
+        self.value_radix = int(value_radix)
+        if self.value_radix < 0 or self.value_radix == 1:
+            raise ValueError(f"value_radix must be 0 (off) or >= 2, got {value_radix}")
+        if self.value_radix and self.value_split:
+            raise ValueError("value_radix and value_split are exclusive: set one of them to 0")
         self.ctc_substeps = int(ctc_substeps)
+        self.frame_dropout = float(frame_dropout)
+        if not 0.0 <= self.frame_dropout < 1.0:
+            raise ValueError(f"frame_dropout must be in [0, 1), got {frame_dropout}")
         if self.ctc_substeps < 0:
             raise ValueError(f"ctc_substeps must be >= 0, got {ctc_substeps}")
         self.align_layer, self.align_heads, self.align_sigma = (
@@ -103,7 +124,14 @@ class FrameLMConfig(PretrainedConfig):
 
 
 def build_frame_lm_config(
-    preset: str, tokenizer, value_split: int = 0, align_layer: int = -1, ctc_substeps: int = 0, **overrides
+    preset: str,
+    tokenizer,
+    value_split: int = 0,
+    align_layer: int = -1,
+    ctc_substeps: int = 0,
+    value_radix: int = 0,
+    frame_dropout: float = 0.0,
+    **overrides,
 ) -> FrameLMConfig:
     """A FrameLMConfig whose backbone matches flat preset `preset` (for like-for-like comparisons);
     `overrides` are LlamaConfig fields replacing the backbone preset's values (as `model_overrides` of the flat
@@ -121,6 +149,8 @@ def build_frame_lm_config(
         eos_token_id=int(tokenizer.eos_token_id),
         pad_token_id=int(tokenizer.pad_token_id),
         value_split=value_split,
+        value_radix=value_radix,
+        frame_dropout=frame_dropout,
         align_layer=align_layer,
         ctc_substeps=ctc_substeps,
         jepatok=lm_metadata(tokenizer),
@@ -261,11 +291,23 @@ class FrameLevelSpeechLM(PreTrainedModel):
         )
         d, dd, e = bb.hidden_size, dp.hidden_size, config.frame_embed_dim
         self.backbone = LlamaModel(bb)
-        # Frame step input: a small embedding per slot value, concatenated in slot order, projected to d
-        # (one shared table: slot identity comes from the position in the concatenation).
-        self.value_embed = nn.Embedding(V, e)
-        self.frame_proj = nn.Linear(G * e, d)
+        self.radix = R = config.value_radix
+        if R:  # digits of every slot value, most significant first
+            n = 1
+            while R**n < V:
+                n += 1
+            self.n_digits = n
+            self.register_buffer("digit_place", R ** torch.arange(n - 1, -1, -1), persistent=False)
+            # Frame step input: one-hot digits of all slots [G * n * R] -> d.
+            self.digit_frame_proj = nn.Linear(G * n * R, d)
+        else:
+            # Frame step input: a small embedding per slot value, concatenated in slot order, projected to d
+            # (one shared table: slot identity comes from the position in the concatenation).
+            self.value_embed = nn.Embedding(V, e)
+            self.frame_proj = nn.Linear(G * e, d)
         self.stop_head = nn.Linear(d, 2)
+        if config.frame_dropout:
+            self.frame_mask_embed = nn.Parameter(torch.zeros(d))
         self.n_text = n_tok  # text + special ids; the CTC blank is n_text
         if config.ctc_substeps:
             self.ctc_proj = nn.Linear(d, config.ctc_substeps * 128)
@@ -275,14 +317,22 @@ class FrameLevelSpeechLM(PreTrainedModel):
         # The depth transformer always gets inputs_embeds: its 1-row token table is never used, and DDP refuses
         # a trainable parameter without a gradient.
         self.depth.embed_tokens.weight.requires_grad_(False)
-        self.depth_value_embed = nn.Embedding(V, dd)  # previous slot's value (slot identity: RoPE position)
         self.split = config.value_split
+        if R:
+            self.depth_digit_embed = nn.Linear(n * R, dd)  # previous slot's one-hot digits
+            self.digit_head = nn.Linear(dd, n * R)  # digit j's logits from the slot state ...
+            # ... plus digit_pair[i, d_i, j, :] for each earlier digit i < j (zero where i >= j).
+            self.digit_pair = nn.Parameter(torch.zeros(n, R, n, R))
+            order = torch.arange(n)
+            self.register_buffer("pair_mask", (order[:, None] < order[None, :]).float(), persistent=False)
+        else:  # previous slot's value (slot identity: RoPE position)
+            self.depth_value_embed = nn.Embedding(V, dd)
         if self.split:  # v = hi * split + lo: p(hi | state) p(lo | state, hi)
             n_hi = -(-V // self.split)
             self.depth_head_hi = nn.Linear(dd, n_hi)
             self.hi_embed = nn.Embedding(n_hi, dd)
             self.depth_head_lo = nn.Linear(dd, self.split)
-        else:
+        elif not R:
             self.depth_head = nn.Linear(dd, V)
         valid = torch.arange(V)[None, :] < torch.tensor(config.slot_sizes)[:, None]  # [G, V]
         self.register_buffer("slot_valid", valid, persistent=False)
@@ -299,6 +349,14 @@ class FrameLevelSpeechLM(PreTrainedModel):
         elif hasattr(module, "weight") and module.weight is not None and module.weight.dim() == 1:
             nn.init.ones_(module.weight)  # RMSNorm
         if isinstance(module, FrameLevelSpeechLM):
+            if getattr(module, "frame_mask_embed", None) is not None:
+                nn.init.zeros_(module.frame_mask_embed)
+            if module.radix:  # non-persistent buffers are not in checkpoints: set them again
+                nn.init.zeros_(module.digit_pair)
+                n = module.n_digits
+                module.digit_place.copy_(module.radix ** torch.arange(n - 1, -1, -1))
+                order = torch.arange(n)
+                module.pair_mask.copy_((order[:, None] < order[None, :]).float())
             module.slot_valid.copy_(
                 torch.arange(module.slot_valid.shape[1])[None] < torch.tensor(self.config.slot_sizes)[:, None]
             )
@@ -314,13 +372,30 @@ class FrameLevelSpeechLM(PreTrainedModel):
         """[B, S] ids + [B, S, G] codes -> step embeddings [B, S, d]."""
         is_frame = frame_codes[..., 0] >= 0  # [B, S]
         tok = self.backbone.embed_tokens(input_ids)
-        frame = self.frame_proj(self.value_embed(frame_codes.clamp_min(0)).flatten(-2))  # [B, S, d]
+        if self.radix:
+            frame = self.digit_frame_proj(self._one_hot_digits(frame_codes.clamp_min(0)).flatten(-2))
+        else:
+            frame = self.frame_proj(self.value_embed(frame_codes.clamp_min(0)).flatten(-2))  # [B, S, d]
         return torch.where(is_frame[..., None], frame, tok)
+
+    def _digits(self, values: torch.Tensor) -> torch.Tensor:
+        """values [...] -> base-`value_radix` digits [..., n], most significant first."""
+        return torch.div(values[..., None], self.digit_place, rounding_mode="floor") % self.radix
+
+    def _one_hot_digits(self, values: torch.Tensor) -> torch.Tensor:
+        """values [...] -> one-hot digits [..., n * R] (float)."""
+        return F.one_hot(self._digits(values), self.radix).flatten(-2).to(self.digit_frame_proj.weight.dtype)
+
+    def _slot_input(self, values: torch.Tensor) -> torch.Tensor:
+        """Depth transformer input [..., dd] for the previous slot's values [...]."""
+        if self.radix:
+            return self.depth_digit_embed(self._one_hot_digits(values))
+        return self.depth_value_embed(values)
 
     def depth_hidden(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Teacher-forced depth states [N, k, dd] for backbone states h [N, d] and slot values codes [N, k-1]."""
         cond = self.depth_in(h)[:, None, :]  # [N, 1, dd]
-        prev = self.depth_value_embed(codes)  # [N, k-1, dd]
+        prev = self._slot_input(codes)  # [N, k-1, dd]
         # Position 0 carries the backbone state, later positions the previous slot value only (adding the
         # state to every position drowned the value signal: a memorisation test plateaued at ln(18)).
         x = torch.cat([cond, prev], dim=1)  # [N, k, dd]
@@ -344,12 +419,47 @@ class FrameLevelSpeechLM(PreTrainedModel):
             torch.arange(self.split, device=out.device) >= room[..., None], float("-inf")
         )
 
+    def _digit_bias(self, digits: torch.Tensor) -> torch.Tensor:
+        """Earlier-digit biases [..., n, R] of every digit position for digits [..., n] (zero for digit 0)."""
+        pair = self.digit_pair * self.pair_mask[:, None, :, None]  # [n(i), R, n(j), R]
+        one_hot = F.one_hot(digits, self.radix).to(pair.dtype)  # [..., n, R]
+        return torch.einsum("...ia,iajb->...jb", one_hot, pair)
+
+    def _digit_allowed(
+        self, prefix: torch.Tensor, position: torch.Tensor, sizes: torch.Tensor
+    ) -> torch.Tensor:
+        """Legal digits [..., R]: digit c at `position` after the value `prefix` of the earlier digits is legal
+        iff (prefix * R + c) * R^(digits after it) < the slot size (all tensors broadcast)."""
+        c = torch.arange(self.radix, device=prefix.device)
+        place = self.digit_place[position]
+        return (prefix[..., None] * self.radix + c) * place[..., None] < sizes[..., None]
+
+    def _digit_logits(
+        self, out: torch.Tensor, values: torch.Tensor, slots: torch.Tensor, guidance_scale: float = 1.0
+    ) -> torch.Tensor:
+        """value_radix mode, teacher-forced: masked logits [..., n, R] of every digit of `values` [...] given
+        the earlier ones, from depth states `out` [..., dd] of slots `slots` (broadcast over values' dims)."""
+        n, R = self.n_digits, self.radix
+        base = self._guide(self.digit_head(out).float(), guidance_scale).unflatten(-1, (n, R))
+        digits = self._digits(values)
+        logits = base + self._digit_bias(digits).float()
+        sizes = torch.tensor(self.config.slot_sizes, device=out.device)[slots]
+        prefix = torch.div(values[..., None], self.digit_place * R, rounding_mode="floor")  # [..., n]
+        allowed = self._digit_allowed(prefix, torch.arange(n, device=out.device), sizes[..., None])
+        return logits.masked_fill(~allowed, float("-inf"))
+
     def depth_logits(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Teacher-forced slot scores [N, k, V] for states h [N, d] and the first k slot values codes [N, k-1]:
         logits, or with `value_split` the log-probabilities log p(hi) + log p(lo | hi) of every value (either
         way -inf on illegal values; softmax gives the model's distribution)."""
         out = self.depth_hidden(h, codes)  # [N, k, dd]
         k, V = out.shape[1], self.slot_valid.shape[1]
+        if self.radix:  # sum over digits of log p(d_j | d_<j), for every value at once
+            every = torch.arange(V, device=out.device)
+            slots = torch.arange(k, device=out.device)
+            lp = self._digit_logits(out[:, :, None, :], every[None, :], slots[:, None]).log_softmax(-1)
+            scores = lp.gather(-1, self._digits(every)[None, None, :, :, None].expand(*lp.shape[:-1], 1))
+            return scores[..., 0].sum(-1).masked_fill(~self.slot_valid[:k], float("-inf"))
         if not self.split:
             return self.depth_head(out).float().masked_fill(~self.slot_valid[:k], float("-inf"))
         slots = torch.arange(k, device=out.device)
@@ -369,7 +479,13 @@ class FrameLevelSpeechLM(PreTrainedModel):
         and of each stop decision [M], from backbone states h [B, S, d]."""
         has_target = batch.target_codes[..., 0] >= 0  # [B, S]
         hs, tgt = h[has_target], batch.target_codes[has_target]  # [N, d], [N, G]
-        if hs.shape[0] and self.split:
+        if hs.shape[0] and self.radix:
+            out = self.depth_hidden(hs, tgt[:, :-1])  # [N, G, dd]
+            slots = torch.arange(tgt.shape[1], device=tgt.device)
+            logits = self._digit_logits(out, tgt, slots)  # [N, G, n, R]
+            nll = F.cross_entropy(logits.flatten(0, 2), self._digits(tgt).flatten(), reduction="none")
+            per_frame = nll.view(tgt.shape[0], -1).sum(-1)
+        elif hs.shape[0] and self.split:
             out = self.depth_hidden(hs, tgt[:, :-1])  # [N, G, dd]
             slots = torch.arange(tgt.shape[1], device=tgt.device)
             hi, lo = tgt // self.split, tgt % self.split
@@ -391,13 +507,32 @@ class FrameLevelSpeechLM(PreTrainedModel):
     def _run_backbone(self, batch: FrameBatch, attentions: bool = False):
         """The backbone over a packed batch (causal, positions restarting per row); `attentions` also returns
         the attention probabilities (eager attention: the guided-attention loss)."""
+        emb = self.embed_steps(batch.input_ids, batch.frame_codes)
+        if self.training and self.config.frame_dropout:
+            emb = torch.where(
+                self._dropped_frames(batch)[..., None], self.frame_mask_embed.to(emb.dtype), emb
+            )
         return self.backbone(
-            inputs_embeds=self.embed_steps(batch.input_ids, batch.frame_codes),
+            inputs_embeds=emb,
             position_ids=batch.position_ids,
             attention_mask=None,
             use_cache=False,
             output_attentions=attentions,
         )
+
+    def _dropped_frames(self, batch: FrameBatch) -> torch.Tensor:
+        """[B, S] frame inputs of TTS rows (first frame-predicting step after `<bos> <text>` + text) replaced by
+        the mask vector, each with probability `frame_dropout`."""
+        is_frame = batch.frame_codes[..., 0] >= 0
+        has_target = batch.target_codes[..., 0] >= 0
+        first = torch.where(
+            has_target.any(-1),
+            has_target.float().argmax(-1),
+            torch.zeros_like(has_target[:, 0], dtype=torch.long),
+        )
+        tts = first > 2
+        coin = torch.rand(is_frame.shape, device=is_frame.device) < self.config.frame_dropout
+        return is_frame & tts[:, None] & coin
 
     @torch.no_grad()
     def score(self, batch: FrameBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -524,7 +659,9 @@ class FrameLevelSpeechLM(PreTrainedModel):
         codes = []
         for k in range(self.config.tokens_per_frame):
             out = self.depth(inputs_embeds=x, past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-            if self.split:  # hi, then lo given hi (top-k / top-p apply to each choice)
+            if self.radix:
+                nxt = self._sample_digits(out, k, temperature, top_k, top_p, do_sample, guidance_scale)
+            elif self.split:  # hi, then lo given hi (top-k / top-p apply to each choice)
                 slot = torch.tensor(k, device=out.device)  # every row is at slot k
                 hi = self._pick(
                     self._split_logits(out, None, slot, guidance_scale), temperature, top_k, top_p, do_sample
@@ -538,8 +675,34 @@ class FrameLevelSpeechLM(PreTrainedModel):
                 nxt = self._pick(logits, temperature, top_k, top_p, do_sample)  # [B, 1]
             codes.append(nxt)
             fed = nxt if guidance_scale == 1.0 else torch.cat([nxt, nxt])
-            x = self.depth_value_embed(fed)  # [N, 1, dd]
+            x = self._slot_input(fed)  # [N, 1, dd]
         return torch.cat(codes, dim=1)
+
+    def _sample_digits(
+        self,
+        out: torch.Tensor,
+        slot: int,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        do_sample: bool,
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        """value_radix mode: one value [B, 1] of slot `slot`, digit by digit, from depth states `out` [N, dd]
+        (N = 2B under guidance: the guided base logits, the same earlier-digit biases)."""
+        n, R = self.n_digits, self.radix
+        base = self._guide(self.digit_head(out).float(), guidance_scale).unflatten(-1, (n, R))  # [B, n, R]
+        pair = (self.digit_pair * self.pair_mask[:, None, :, None]).float()  # [n, R, n, R]
+        value = torch.zeros(base.shape[0], dtype=torch.long, device=out.device)
+        bias = torch.zeros_like(base)
+        size = torch.tensor(self.config.slot_sizes[slot], device=out.device)
+        for j in range(n):
+            allowed = self._digit_allowed(value, torch.tensor(j, device=out.device), size)
+            logits = (base[:, j] + bias[:, j]).masked_fill(~allowed, float("-inf"))
+            digit = self._pick(logits, temperature, top_k, top_p, do_sample)[:, 0]
+            value = value * R + digit
+            bias = bias + pair[j, digit]
+        return value[:, None]
 
     @torch.no_grad()
     def generate_frames(

@@ -323,6 +323,8 @@ def _build_model(args: LMTrainArgs, tokenizer):
                 wanted["align_layer"] = args.frame_align_layer
             if args.frame_ctc_weight > 0 and not model.config.ctc_substeps:
                 wanted["ctc_substeps"] = args.frame_ctc_substeps
+            if args.frame_input_dropout != model.config.frame_dropout:
+                wanted["frame_dropout"] = args.frame_input_dropout
             if wanted:
                 config = model.config
                 for key, value in wanted.items():
@@ -330,7 +332,10 @@ def _build_model(args: LMTrainArgs, tokenizer):
                 torch.manual_seed(args.seed)
                 grown = FrameLevelSpeechLM(config)
                 result = grown.load_state_dict(model.state_dict(), strict=False)
-                if result.unexpected_keys or any(not k.startswith("ctc_") for k in result.missing_keys):
+                added = ("ctc_", "frame_mask_embed")
+                if any(not k.startswith(added) for k in result.missing_keys) or any(
+                    k != "frame_mask_embed" for k in result.unexpected_keys
+                ):
                     raise RuntimeError(f"adding {sorted(wanted)} to {args.init_from} did not fit: {result}")
                 model = grown
         else:
@@ -338,9 +343,11 @@ def _build_model(args: LMTrainArgs, tokenizer):
             config = build_frame_lm_config(
                 args.model_preset,
                 tokenizer,
-                value_split=args.frame_value_split,
+                value_split=0 if args.frame_value_radix else args.frame_value_split,
+                value_radix=args.frame_value_radix,
                 align_layer=args.frame_align_layer if args.frame_align_weight > 0 else -1,
                 ctc_substeps=args.frame_ctc_substeps if args.frame_ctc_weight > 0 else 0,
+                frame_dropout=args.frame_input_dropout,
                 **args.model_overrides,
             )
             model = FrameLevelSpeechLM(config)
