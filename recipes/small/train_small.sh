@@ -232,11 +232,13 @@ if [ "$PITCH_ENV_STEPS" -gt 0 ] && [ "$ENVY_STEPS" -gt 0 ] && [ "$S2Y_STEPS" -gt
     [ -f "$RUN/lmp/final/config.json" ] || { log "lmp start"; $LM_LAUNCH train-lm --recipe small --data "$RUN/pretok_p" \
         --tokenizer "$RUN/tokenizer_p" --output-dir "$RUN/lmp" --max-steps "$LMP_STEPS" $LM_EXTRA \
         init_from="$RUN/lmq/final" > "$RUN/lmp.log" 2>&1; log "lmp done"; }
-    # The frame-level LM (LMF_STEPS > 0; recipes/lm/small_frame.yaml): trained from scratch on the same phoneme
-    # tokenizer and pre-tokenized corpus (one backbone step per codec frame; README "Frame-level mode").
+    # The frame-level LM (LMF_STEPS > 0; recipes/lm/$LMF_RECIPE.yaml, by default the FSQ-digit frame LM):
+    # trained from scratch on the same phoneme tokenizer and pre-tokenized corpus (one backbone step per codec
+    # frame; README "Frame-level mode").
     LMF_STEPS=${LMF_STEPS:-0}
+    LMF_RECIPE=${LMF_RECIPE:-small_frame_digits}
     if [ "$LMF_STEPS" -gt 0 ]; then
-      [ -f "$RUN/lmf/final/config.json" ] || { log "lmf start"; $LM_LAUNCH train-lm --recipe small_frame \
+      [ -f "$RUN/lmf/final/config.json" ] || { log "lmf start"; $LM_LAUNCH train-lm --recipe "$LMF_RECIPE" \
           --data "$RUN/pretok_p" --tokenizer "$RUN/tokenizer_p" --output-dir "$RUN/lmf" --max-steps "$LMF_STEPS" \
           ${LMF_EXTRA:-} > "$RUN/lmf.log" 2>&1; log "lmf done"; }
     fi
