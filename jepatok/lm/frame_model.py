@@ -29,6 +29,13 @@ DEPTH_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _digit_buffers(radix: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(place value of each of n base-`radix` digits, most significant first [n]; mask of the (earlier i, later
+    j) digit pairs [n, n]) of value_radix mode."""
+    order = torch.arange(n)
+    return radix ** order.flip(0), (order[:, None] < order[None, :]).float()
+
+
 class FrameLMConfig(PretrainedConfig):
     r"""Frame-level speech LM.
 
@@ -297,7 +304,8 @@ class FrameLevelSpeechLM(PreTrainedModel):
             while R**n < V:
                 n += 1
             self.n_digits = n
-            self.register_buffer("digit_place", R ** torch.arange(n - 1, -1, -1), persistent=False)
+            place, pair_mask = _digit_buffers(R, n)
+            self.register_buffer("digit_place", place, persistent=False)
             # Frame step input: one-hot digits of all slots [G * n * R] -> d.
             self.digit_frame_proj = nn.Linear(G * n * R, d)
         else:
@@ -323,8 +331,7 @@ class FrameLevelSpeechLM(PreTrainedModel):
             self.digit_head = nn.Linear(dd, n * R)  # digit j's logits from the slot state ...
             # ... plus digit_pair[i, d_i, j, :] for each earlier digit i < j (zero where i >= j).
             self.digit_pair = nn.Parameter(torch.zeros(n, R, n, R))
-            order = torch.arange(n)
-            self.register_buffer("pair_mask", (order[:, None] < order[None, :]).float(), persistent=False)
+            self.register_buffer("pair_mask", pair_mask, persistent=False)
         else:  # previous slot's value (slot identity: RoPE position)
             self.depth_value_embed = nn.Embedding(V, dd)
         if self.split:  # v = hi * split + lo: p(hi | state) p(lo | state, hi)
@@ -353,10 +360,9 @@ class FrameLevelSpeechLM(PreTrainedModel):
                 nn.init.zeros_(module.frame_mask_embed)
             if module.radix:  # non-persistent buffers are not in checkpoints: set them again
                 nn.init.zeros_(module.digit_pair)
-                n = module.n_digits
-                module.digit_place.copy_(module.radix ** torch.arange(n - 1, -1, -1))
-                order = torch.arange(n)
-                module.pair_mask.copy_((order[:, None] < order[None, :]).float())
+                place, pair_mask = _digit_buffers(module.radix, module.n_digits)
+                module.digit_place.copy_(place)
+                module.pair_mask.copy_(pair_mask)
             module.slot_valid.copy_(
                 torch.arange(module.slot_valid.shape[1])[None] < torch.tensor(self.config.slot_sizes)[:, None]
             )
@@ -419,9 +425,13 @@ class FrameLevelSpeechLM(PreTrainedModel):
             torch.arange(self.split, device=out.device) >= room[..., None], float("-inf")
         )
 
+    def _masked_pair(self) -> torch.Tensor:
+        """digit_pair with the pairs (i, j), i >= j, zeroed: [n(i), R, n(j), R]."""
+        return self.digit_pair * self.pair_mask[:, None, :, None]
+
     def _digit_bias(self, digits: torch.Tensor) -> torch.Tensor:
         """Earlier-digit biases [..., n, R] of every digit position for digits [..., n] (zero for digit 0)."""
-        pair = self.digit_pair * self.pair_mask[:, None, :, None]  # [n(i), R, n(j), R]
+        pair = self._masked_pair()
         one_hot = F.one_hot(digits, self.radix).to(pair.dtype)  # [..., n, R]
         return torch.einsum("...ia,iajb->...jb", one_hot, pair)
 
@@ -524,13 +534,7 @@ class FrameLevelSpeechLM(PreTrainedModel):
         """[B, S] frame inputs of TTS rows (first frame-predicting step after `<bos> <text>` + text) replaced by
         the mask vector, each with probability `frame_dropout`."""
         is_frame = batch.frame_codes[..., 0] >= 0
-        has_target = batch.target_codes[..., 0] >= 0
-        first = torch.where(
-            has_target.any(-1),
-            has_target.float().argmax(-1),
-            torch.zeros_like(has_target[:, 0], dtype=torch.long),
-        )
-        tts = first > 2
+        tts = self._tts_row_mask(batch)
         coin = torch.rand(is_frame.shape, device=is_frame.device) < self.config.frame_dropout
         return is_frame & tts[:, None] & coin
 
@@ -541,15 +545,19 @@ class FrameLevelSpeechLM(PreTrainedModel):
         return self._nlls(self._run_backbone(batch).last_hidden_state, batch)
 
     @staticmethod
+    def _tts_row_mask(batch: FrameBatch) -> torch.Tensor:
+        """[B] rows that are TTS rows: their first frame-predicting step (`<audio>`) comes after `<bos> <text>`
+        and at least one text token (a row without targets has argmax 0: not TTS)."""
+        return (batch.target_codes[..., 0] >= 0).float().argmax(-1) > 2
+
+    @staticmethod
     def _tts_rows(batch: FrameBatch):
-        """(row, steps that predict a frame [T], end of the text) for each TTS row of a batch: a row whose
-        first frame-predicting step (its `<audio>`) comes after `<bos> <text>` and at least one text token, so
-        its text ids are `input_ids[row, 2:end]`. Continuation rows (`<bos> <audio>`) are skipped."""
+        """(row, steps that predict a frame [T], end of the text) for each TTS row of a batch (`_tts_row_mask`),
+        whose text ids are `input_ids[row, 2:end]`. Continuation rows (`<bos> <audio>`) are skipped."""
         has_target = batch.target_codes[..., 0] >= 0
-        for i in range(has_target.shape[0]):
+        for i in FrameLevelSpeechLM._tts_row_mask(batch).nonzero()[:, 0].tolist():
             q = has_target[i].nonzero()[:, 0]
-            if q.numel() and int(q[0]) > 2:
-                yield i, q, int(q[0])
+            yield i, q, int(q[0])
 
     def _align_loss(self, attn: torch.Tensor, batch: FrameBatch) -> tuple[torch.Tensor, int]:
         """Guided attention (Tachibana et al. 2017, for a decoder-only LM): in TTS rows (`<bos> <text> text
@@ -692,7 +700,7 @@ class FrameLevelSpeechLM(PreTrainedModel):
         (N = 2B under guidance: the guided base logits, the same earlier-digit biases)."""
         n, R = self.n_digits, self.radix
         base = self._guide(self.digit_head(out).float(), guidance_scale).unflatten(-1, (n, R))  # [B, n, R]
-        pair = (self.digit_pair * self.pair_mask[:, None, :, None]).float()  # [n, R, n, R]
+        pair = self._masked_pair().float()  # [n, R, n, R]
         value = torch.zeros(base.shape[0], dtype=torch.long, device=out.device)
         bias = torch.zeros_like(base)
         size = torch.tensor(self.config.slot_sizes[slot], device=out.device)

@@ -317,7 +317,8 @@ def _build_model(args: LMTrainArgs, tokenizer):
                 raise ValueError(
                     f"init_from {args.init_from} is a flat LM; architecture=frame needs a frame LM"
                 )
-            # training aids the saved model lacks (guided attention, the CTC head) are added here
+            # training aids the saved model lacks (guided attention, the CTC head, the frame-input mask vector) are
+            # added here, and a mask vector the run does not want is dropped
             wanted = {}
             if args.frame_align_weight > 0 and model.config.align_layer < 0:
                 wanted["align_layer"] = args.frame_align_layer
