@@ -170,3 +170,36 @@ def test_cli_with_the_bundled_asr(folder, tmp_path, capsys):
         main(["eval-tts", "--lm", str(tmp_path / "missing"), "--data", str(folder), "--out", str(out)]) != 0
     )
     assert "neither a directory nor a shipped checkpoint" in capsys.readouterr().err
+
+
+def test_best_of_n_keeps_the_scorers_candidate_and_records_it(folder, tmp_path):
+    import torch
+
+    from jepatok.lm.rerank import PhonemeScorer
+
+    class LastScorer(PhonemeScorer):  # ranks the last candidate first
+        def score_codes(self, codec, codes, text):
+            return -torch.arange(len(codes), dtype=torch.float32)
+
+    tok = speech_tokenizer()
+    clips = pick_sentences(load_clips(folder), 2, 4, 16)
+    dim = tok.codec.dequantize(torch.zeros(1, 1, tok.tokens_per_frame, dtype=torch.long)).shape[-1]
+    max_s = 3 / tok.frame_rate
+    kw = dict(seed=0, max_seconds=max_s, asr=FixedASR("x"), resynthesis=False)
+    m = evaluate_tts(
+        tok,
+        tiny_lm(tok),
+        clips,
+        tmp_path / "n3",
+        num_candidates=3,
+        phoneme_scorer=LastScorer(dim, ["a"]),
+        **kw,
+    )
+    assert m["settings"]["num_candidates"] == 3
+    assert [r["chosen_candidate"] for r in m["per_sentence"]] == [2, 2]
+    single = evaluate_tts(tok, tiny_lm(tok), clips, tmp_path / "n1", **kw)
+    assert [r["chosen_candidate"] for r in single["per_sentence"]] == [0, 0]
+    # Candidate 0 of the best-of-3 batch is not what the single run keeps: the kept audio differs.
+    a, _ = sf.read(tmp_path / "n3" / "tts" / "000.wav")
+    b, _ = sf.read(tmp_path / "n1" / "tts" / "000.wav")
+    assert a.shape != b.shape or not np.array_equal(a, b)

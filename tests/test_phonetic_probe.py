@@ -101,3 +101,21 @@ def test_cli_on_a_pretokenized_dataset(tmp_path, capsys):
     assert saved["train_utterances"] == 8  # rows with text: 2 of every 3
     assert "phoneme error rate from the codes" in capsys.readouterr().out
     assert main(["probe-phonemes", "--codec", str(tmp_path), "--data", data]) == 2
+
+
+def test_load_split_pairs_each_rows_codes_with_its_own_phonemes(tmp_path):
+    from datasets import load_from_disk
+
+    from jepatok.eval.phonetic_probe import load_split
+    from jepatok.tokenizer.phonemes import phonemize
+
+    tok = speech_tokenizer()
+    rows = load_from_disk(make_pretokenized(tok, tmp_path / "data", {"train": 9}))["train"]
+    symbols: dict[str, int] = {}
+    data = load_split(tok.codec, rows, None, symbols, grow=True)
+    kept = [r for r in rows if (r["text"] or "").strip()]
+    assert len(data.targets) == len(kept) == 6 and len(set(r["text"] for r in kept)) > 1
+    for row, target, feats in zip(kept, data.targets, data.features):
+        assert target == [symbols[s] for s in phoneme_symbols(phonemize(row["text"].strip()))]
+        codes = torch.as_tensor(row["audio_codes"])
+        torch.testing.assert_close(feats, tok.codec.dequantize(codes[None]).float()[0])

@@ -48,6 +48,7 @@ class SentenceResult:
     tts_wer: float = float("nan")
     recording_wer: float = float("nan")
     resynthesis_wer: float = float("nan")
+    chosen_candidate: int = 0  # with num_candidates > 1: the index of the candidate the scorer kept
 
 
 def pick_sentences(clips: list, max_sentences: int, min_words: int, max_words: int) -> list:
@@ -115,6 +116,8 @@ def evaluate_tts(
     asr=None,
     resynthesis: bool = True,
     guidance_scale: float = 1.0,
+    num_candidates: int = 1,
+    phoneme_scorer=None,
 ) -> dict:
     """Speak each clip's text with `lm`, transcribe it, its recording and (with `resynthesis`) the codec's
     resynthesis of the recording; write the outputs (module docstring) and return the metrics.
@@ -130,6 +133,9 @@ def evaluate_tts(
         asr: a `SpeechRecognizer` (default: the bundled Whisper tiny.en).
         resynthesis: also score the codec's resynthesis of each recording.
         guidance_scale: classifier-free guidance toward the text (1 = off; `jepatok.lm.guidance`).
+        num_candidates: best-of-N (`jepatok.lm.rerank`): sample N candidates per sentence and keep the one the
+            phoneme scorer ranks first (the ASR never sees the other candidates).
+        phoneme_scorer: scorer for num_candidates > 1 (`PhonemeScorer` or its directory).
     """
     import torch
     from tqdm.auto import tqdm
@@ -149,6 +155,16 @@ def evaluate_tts(
     asr = asr or SpeechRecognizer(cpu_threads=max(1, torch.get_num_threads()))
     device = next(lm.parameters()).device
     pipe = SpeechGenerationPipeline(model=lm, tokenizer=tokenizer, device=device)
+    rerank = {}
+    if num_candidates > 1:
+        from ..lm.rerank import load_phoneme_scorer
+
+        if phoneme_scorer is None:
+            raise ValueError("num_candidates > 1 needs a phoneme_scorer (a PhonemeScorer or its directory)")
+        rerank = {
+            "num_candidates": num_candidates,
+            "phoneme_scorer": load_phoneme_scorer(phoneme_scorer),
+        }
     eos = int(tokenizer.eos_token_id)
     results: list[SentenceResult] = []
     for i, clip in enumerate(tqdm(clips, desc="eval-tts", unit="sentence")):
@@ -160,6 +176,7 @@ def evaluate_tts(
             top_k=top_k,
             seed=seed + i,
             guidance_scale=guidance_scale,
+            **rerank,
         )
         audio, sr = np.asarray(gen["audio"], dtype=np.float32), int(gen["sampling_rate"])
         write_wav(out / "tts" / f"{i:03d}.wav", audio, sr)
@@ -171,6 +188,7 @@ def evaluate_tts(
             recording_seconds=clip.duration,
             generated_seconds=audio.size / sr,
             ended_with_eos=bool(gen["ids"]) and gen["ids"][-1] == eos,
+            chosen_candidate=int(gen.get("chosen", 0)),
         )
         r.tts_transcript = asr.transcribe(audio, sr) if audio.size else ""
         r.recording_transcript = asr.transcribe(clip.audio, clip.sampling_rate)
@@ -205,6 +223,7 @@ def evaluate_tts(
             "top_k": top_k,
             "max_seconds": max_seconds,
             "guidance_scale": guidance_scale,
+            "num_candidates": num_candidates,
         },
         "tts": tts,
         "ground_truth": gt,
@@ -269,6 +288,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guidance-scale", type=float, default=1.0, help="classifier-free guidance toward the text (1 = off)"
     )
+    parser.add_argument(
+        "--num-candidates",
+        type=int,
+        default=1,
+        help="best-of-N: sample N candidates per sentence, keep the phoneme scorer's first (default 1)",
+    )
+    parser.add_argument(
+        "--phoneme-scorer", default=None, help="PhonemeScorer directory (needed with --num-candidates > 1)"
+    )
     parser.add_argument("--max-seconds", type=float, default=12.0)
     parser.add_argument(
         "--asr", default=None, help="faster-whisper model dir or name (default: bundled tiny.en)"
@@ -297,6 +325,8 @@ def run(args: argparse.Namespace) -> int:
         asr=SpeechRecognizer(args.asr),
         resynthesis=not args.no_resynthesis,
         guidance_scale=args.guidance_scale,
+        num_candidates=args.num_candidates,
+        phoneme_scorer=args.phoneme_scorer,
     )
     print("\n".join(summary_lines(metrics)))
     print(f"wrote {Path(args.out) / 'metrics.json'}")

@@ -129,9 +129,8 @@ def _pad(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return x, lengths
 
 
-def train_and_score(
+def fit_probe(
     train: ProbeData,
-    test: ProbeData,
     n_symbols: int,
     steps: int = 2000,
     minutes: float | None = None,
@@ -141,29 +140,30 @@ def train_and_score(
     upsample: int = 10,
     seed: int = 0,
     progress: bool = True,
-) -> dict:
-    """Train a `PhonemeProbe` on `train` (CTC) for `steps` steps or `minutes`, whichever ends first; return the
-    test PER and training details.
+) -> tuple[PhonemeProbe, torch.Tensor, torch.Tensor, dict]:
+    """Train a `PhonemeProbe` on `train` (CTC) for `steps` steps or `minutes`, whichever ends first.
 
     Args:
-        train / test: features and 1-based symbol targets.
+        train: features and 1-based symbol targets.
         n_symbols: size of the symbol inventory.
         steps / minutes: training budget.
         batch_size, lr, hidden, upsample: probe settings (upsample sub-steps per frame must cover the phoneme
             rate: 10 per 0.4 s frame gives 25 steps per second).
         seed: initialisation and batch order.
         progress: progress bar.
+    Returns: (probe in eval mode, feature mean [D], feature std [D], training details); the probe reads
+        features normalised as (x - mean) / std.
     """
     from tqdm.auto import tqdm
 
-    if not train.features or not test.features:
-        raise ValueError("the probe needs train and test utterances")
+    if not train.features:
+        raise ValueError("the probe needs train utterances")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     dim = train.features[0].shape[-1]
     stacked = torch.cat(train.features)
     mu, sd = stacked.mean(0), stacked.std(0).clamp_min(1e-6)
-    tr_x, te_x = ([(f - mu) / sd for f in fs] for fs in (train.features, test.features))
+    tr_x = [(f - mu) / sd for f in train.features]
     probe = PhonemeProbe(dim, n_symbols, hidden, upsample)
     opt = torch.optim.Adam(probe.parameters(), lr=lr)
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
@@ -191,40 +191,61 @@ def train_and_score(
         epoch += 1
     bar.close()
     probe.eval()
-    edits = refs = 0
-    with torch.no_grad():
-        for start in range(0, len(te_x), batch_size):
-            feats = te_x[start : start + batch_size]
-            x, xl = _pad(feats)
-            lp = probe(x)
-            for k, target in enumerate(test.targets[start : start + batch_size]):
-                hyp = greedy_ctc(lp[k], int(xl[k]) * upsample)
-                edits += edit_distance(target, hyp)
-                refs += len(target)
-    return {
-        "per": edits / max(refs, 1),
+    stats = {
         "steps": step,
         "epochs": epoch,
         "final_train_ctc": float(sum(losses[-50:]) / max(1, len(losses[-50:]))) if losses else math.nan,
-        "test_utterances": len(te_x),
-        "test_phonemes": refs,
     }
+    return probe, mu, sd, stats
+
+
+def phoneme_error_rate(
+    probe: PhonemeProbe, mu: torch.Tensor, sd: torch.Tensor, test: ProbeData, batch_size: int = 32
+) -> dict:
+    """Greedy-CTC phoneme error rate of a trained probe on `test` (edits / reference phonemes)."""
+    if not test.features:
+        raise ValueError("the probe needs test utterances")
+    te_x = [(f - mu) / sd for f in test.features]
+    edits = refs = 0
+    with torch.no_grad():
+        for start in range(0, len(te_x), batch_size):
+            x, xl = _pad(te_x[start : start + batch_size])
+            lp = probe(x)
+            for k, target in enumerate(test.targets[start : start + batch_size]):
+                hyp = greedy_ctc(lp[k], int(xl[k]) * probe.upsample)
+                edits += edit_distance(target, hyp)
+                refs += len(target)
+    return {"per": edits / max(refs, 1), "test_utterances": len(te_x), "test_phonemes": refs}
+
+
+def train_and_score(
+    train: ProbeData, test: ProbeData, n_symbols: int, batch_size: int = 32, **settings
+) -> dict:
+    """`fit_probe` on `train`, then `phoneme_error_rate` on `test`: the PER and training details."""
+    if not train.features or not test.features:
+        raise ValueError("the probe needs train and test utterances")
+    probe, mu, sd, stats = fit_probe(train, n_symbols, batch_size=batch_size, **settings)
+    return {**phoneme_error_rate(probe, mu, sd, test, batch_size), **stats}
 
 
 def load_split(codec, rows, max_rows: int | None, symbols: dict[str, int], grow: bool) -> ProbeData:
     """Latents and phoneme ids of up to `max_rows` rows with text (those whose phonemes outnumber the CTC
     steps are dropped). With `grow`, unseen symbols get new ids; without, they are skipped."""
-    from ..tokenizer.phonemes import phonemize
+    from ..tokenizer.phonemes import phonemize_many
 
+    n = len(rows) if max_rows is None else min(len(rows), max_rows)
+    subset = rows.select(range(n))  # a datasets.Dataset with "text" and "audio_codes"
+    texts = [(t or "").strip() for t in subset["text"]]
+    unique = sorted({t for t in texts if t})
+    ipa = dict(zip(unique, phonemize_many(unique)))  # espeak-ng in parallel
     feats, targets = [], []
-    for i in range(len(rows) if max_rows is None else min(len(rows), max_rows)):
-        row = rows[i]
-        text = (row["text"] or "").strip()
-        codes = torch.as_tensor(row["audio_codes"], dtype=torch.long)
+    for i in range(n):
+        text = texts[i]
+        codes = torch.as_tensor(subset[i]["audio_codes"], dtype=torch.long)
         if not text or codes.numel() == 0:
             continue
         ids = []
-        for s in phoneme_symbols(phonemize(text)):
+        for s in phoneme_symbols(ipa[text]):
             if s not in symbols and grow:
                 symbols[s] = len(symbols) + 1
             if s in symbols:
@@ -249,6 +270,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-control", action="store_true", help="skip the control probe")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the result as JSON here")
+    parser.add_argument(
+        "--save-scorer",
+        default=None,
+        help="save the codes probe as a PhonemeScorer here (best-of-N TTS reranking, jepatok.lm.rerank)",
+    )
+    parser.add_argument("--hidden", type=int, default=128, help="probe GRU width")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -271,21 +298,28 @@ def run(args: argparse.Namespace) -> int:
     for split in (args.train_split, args.test_split):
         if split not in data:
             raise ValueError(f"split {split!r} not in {args.data} (has {sorted(data)})")
-    from .. import codec_identity
     from ..data.pretokenized import check_codec_identity
+    from ..tokenizer.modeling import codec_identity
 
     check_codec_identity(args.data, codec_identity(codec))
     symbols: dict[str, int] = {}
     train = load_split(codec, data[args.train_split], args.max_train, symbols, grow=True)
     test = load_split(codec, data[args.test_split], args.max_test, symbols, grow=False)
-    settings = dict(steps=args.steps, minutes=args.minutes, seed=args.seed)
+    settings = dict(steps=args.steps, minutes=args.minutes, seed=args.seed, hidden=args.hidden)
+    probe, mu, sd, stats = fit_probe(train, len(symbols), **settings)
     result = {
         "codec": args.codec,
         "data": args.data,
         "symbols": len(symbols),
         "train_utterances": len(train.features),
-        "codes": train_and_score(train, test, len(symbols), **settings),
+        "codes": {**phoneme_error_rate(probe, mu, sd, test), **stats},
     }
+    if args.save_scorer:
+        from ..lm.rerank import PhonemeScorer
+
+        scorer = PhonemeScorer.from_probe(probe, mu, sd, symbols, codec_identity(codec)["codes_hash"])
+        scorer.save_pretrained(args.save_scorer)
+        result["scorer"] = args.save_scorer
     if not args.no_control:
         control_train = ProbeData(control_features(train.features, args.seed), train.targets)
         control_test = ProbeData(control_features(test.features, args.seed + 1), test.targets)

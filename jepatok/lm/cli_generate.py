@@ -41,6 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="classifier-free guidance toward the text (1 = off, e.g. 2 follows the text more closely)",
     )
     parser.add_argument(
+        "--num-candidates",
+        type=int,
+        default=1,
+        help="best-of-N text-to-speech: sample N candidates per text, keep the phoneme scorer's first",
+    )
+    parser.add_argument(
+        "--phoneme-scorer", default=None, help="PhonemeScorer directory (needed with --num-candidates > 1)"
+    )
+    parser.add_argument(
         "--max-seconds", type=float, default=10.0, help="maximum audio length (prompt included)"
     )
     parser.add_argument("--seed", type=int, default=None)
@@ -113,12 +122,21 @@ def run(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds,
         seed=args.seed,
         include_prompt_audio=args.include_prompt,
+        **(
+            {"num_candidates": args.num_candidates, "phoneme_scorer": args.phoneme_scorer}
+            if args.num_candidates != 1
+            else {}
+        ),
     )
     summary = []
     for path, result in zip(paths, results):
         write_wav(path, result["audio"], result["sampling_rate"])
         seconds = len(result["audio"]) / result["sampling_rate"]
         ended = bool(result["ids"]) and result["ids"][-1] == tokenizer.eos_token_id
-        summary.append({"file": str(path), "seconds": round(seconds, 4), "ended_with_eos": ended})
+        entry = {"file": str(path), "seconds": round(seconds, 4), "ended_with_eos": ended}
+        if "chosen" in result:
+            entry["chosen_candidate"] = result["chosen"]
+            entry["phoneme_nll"] = round(result["candidate_nll"][result["chosen"]], 3)
+        summary.append(entry)
     print(json.dumps(summary, indent=2))
     return 0

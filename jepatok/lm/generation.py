@@ -37,6 +37,7 @@ class SpeechPrompt:
     input_ids: list[int]  # [S]
     kind: str  # "tts" or "continuation"
     prompt_audio_tokens: int  # audio ids already in the prompt (voice prompt / continuation prefix)
+    text: str | None = None  # the TTS text as given (None for continuation and ready input_ids)
 
 
 def is_speech_tokenizer(tokenizer) -> bool:
@@ -70,10 +71,17 @@ class SpeechGenerationPipeline(Pipeline):
         guidance_scale (float, 1.0): classifier-free guidance toward the text (`jepatok.lm.guidance`): each step
             also runs the LM on the prompt without its text and samples from uncond + w * (cond - uncond);
             1 is off, > 1 follows the text more closely; continuation prompts (no text) are unaffected.
-        batch_size (int, 8): prompts per `generate` call for list inputs.
+        num_candidates (int, 1): best-of-N text-to-speech (`jepatok.lm.rerank`): each TTS prompt is sampled N
+            times and the candidate whose codes best spell the text's phonemes (lowest CTC NLL under
+            `phoneme_scorer`) is kept; continuation prompts are sampled once.
+        phoneme_scorer (PhonemeScorer | directory): the scorer for num_candidates > 1 (required then); it must
+            have been trained on the tokenizer codec's codes (`jepatok probe-phonemes --save-scorer`).
+        batch_size (int, 8): prompts per `generate` call for list inputs (each TTS prompt counts N times).
         include_prompt_audio (bool, False): the returned audio starts with the prompt's audio.
     Returns: per input, `{"audio": np.ndarray float32 [L], "sampling_rate": int, "ids": list[int]}` where
-        `ids` are the generated ids (audio ids, then `<eos>` when the LM ended the utterance).
+        `ids` are the generated ids (audio ids, then `<eos>` when the LM ended the utterance); with
+        num_candidates > 1 a TTS result also has `"candidate_nll"` (each candidate's phoneme CTC NLL in nats)
+        and `"chosen"` (the kept candidate's index).
     """
 
     _pipeline_calls_generate = False  # we pass generation arguments ourselves (see _forward)
@@ -103,6 +111,8 @@ class SpeechGenerationPipeline(Pipeline):
         min_frames=None,
         seed=None,
         guidance_scale=None,
+        num_candidates=None,
+        phoneme_scorer=None,
         include_prompt_audio=None,
         sampling_rate=None,
         **kwargs,
@@ -121,6 +131,8 @@ class SpeechGenerationPipeline(Pipeline):
                 min_frames=min_frames,
                 seed=seed,
                 guidance_scale=None if guidance_scale is None else check_guidance_scale(guidance_scale),
+                num_candidates=None if num_candidates is None else check_num_candidates(num_candidates),
+                phoneme_scorer=phoneme_scorer,
             ).items()
             if v is not None
         }
@@ -153,7 +165,7 @@ class SpeechGenerationPipeline(Pipeline):
         if text is not None:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"text must be a non-empty string, got {text!r}")
-            return SpeechPrompt(tts_prompt_ids(tok, text) + audio_ids, "tts", len(audio_ids))
+            return SpeechPrompt(tts_prompt_ids(tok, text) + audio_ids, "tts", len(audio_ids), text)
         if not audio_ids:
             raise ValueError("the prompt audio is too short to give a single codec frame")
         return SpeechPrompt(
@@ -171,7 +183,54 @@ class SpeechGenerationPipeline(Pipeline):
         min_frames: int = 1,
         seed: int | None = None,
         guidance_scale: float = 1.0,
+        num_candidates: int = 1,
+        phoneme_scorer=None,
     ) -> dict[str, Any]:
+        settings = (temperature, top_k, top_p, do_sample, max_seconds, min_frames, seed, guidance_scale)
+        if num_candidates == 1:
+            return {"generated": self._generate(prompts, *settings), "prompts": prompts}
+        from .rerank import load_phoneme_scorer
+
+        if phoneme_scorer is None:
+            raise ValueError("num_candidates > 1 needs a phoneme_scorer (a PhonemeScorer or its directory)")
+        scorer = load_phoneme_scorer(phoneme_scorer)
+        for p in prompts:
+            if p.kind == "tts" and p.text is None:
+                raise ValueError(
+                    "num_candidates > 1 scores candidates against the prompt's text: give the text "
+                    "('text' input), not ready input_ids"
+                )
+        copies = [num_candidates if p.kind == "tts" else 1 for p in prompts]
+        expanded = [p for p, n in zip(prompts, copies) for _ in range(n)]
+        rows = self._generate(expanded, *settings)
+        tok, eos = self.tokenizer, int(self.tokenizer.eos_token_id)
+        generated, reranked, start = [], [], 0
+        for p, n in zip(prompts, copies):
+            group, start = rows[start : start + n], start + n
+            if n == 1:
+                generated.append(group[0])
+                reranked.append(None)
+                continue
+            codes = [tok.ids_to_codes([i for i in new if i != eos]) for new in group]
+            nll = scorer.score_codes(tok.codec, codes, p.text)
+            best = int(torch.argmin(nll))
+            generated.append(group[best])
+            reranked.append({"candidate_nll": [float(v) for v in nll], "chosen": best})
+        return {"generated": generated, "prompts": prompts, "reranked": reranked}
+
+    def _generate(
+        self,
+        prompts: list[SpeechPrompt],
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        do_sample: bool,
+        max_seconds: float,
+        min_frames: int,
+        seed: int | None,
+        guidance_scale: float,
+    ) -> list[list[int]]:
+        """Sample each prompt once: its new ids (audio ids, then `<eos>` when the LM ended the utterance)."""
         if is_frame_lm(self.model):
             return self._forward_frames(
                 prompts, temperature, top_k, top_p, do_sample, max_seconds, min_frames, seed, guidance_scale
@@ -211,7 +270,9 @@ class SpeechGenerationPipeline(Pipeline):
             use_cache=True,
             **sampling,
         )
-        return {"sequences": sequences.cpu(), "prompt_length": input_ids.shape[1], "prompts": prompts}
+        eos = int(self.tokenizer.eos_token_id)
+        rows = [row[input_ids.shape[1] :] for row in sequences.cpu().tolist()]
+        return [new[: new.index(eos) + 1] if eos in new else new for new in rows]
 
     def _forward_frames(
         self,
@@ -224,7 +285,7 @@ class SpeechGenerationPipeline(Pipeline):
         min_frames: int,
         seed: int | None,
         guidance_scale: float,
-    ) -> dict[str, Any]:
+    ) -> list[list[int]]:
         """Generation with a frame-level LM (`FrameLevelSpeechLM.generate_frames`): the same prompts, limits and
         sampling; the new frames come back as audio ids followed by `<eos>`, as the flat LM's do."""
         tok, G = self.tokenizer, self.grammar.tokens_per_frame
@@ -268,20 +329,14 @@ class SpeechGenerationPipeline(Pipeline):
             unconditional_ids=uncond,
         )
         eos = int(tok.eos_token_id)
-        generated = [list(tok.codes_to_ids(c)) + [eos] if len(c) else [eos] for c in codes]
-        return {"generated": generated, "prompts": prompts}
+        return [list(tok.codes_to_ids(c)) + [eos] if len(c) else [eos] for c in codes]
 
     def postprocess(
         self, outputs: dict[str, Any], include_prompt_audio: bool = False
     ) -> list[dict[str, Any]]:
         tok, eos = self.tokenizer, int(self.tokenizer.eos_token_id)
         generated: list[list[int]] = []
-        rows = outputs.get("generated")
-        if rows is None:  # flat LM: the new part of each left-padded sequence
-            rows = [row[outputs["prompt_length"] :] for row in outputs["sequences"].tolist()]
-        for new, prompt in zip(rows, outputs["prompts"]):
-            if eos in new:
-                new = new[: new.index(eos) + 1]
+        for new, prompt in zip(outputs["generated"], outputs["prompts"]):
             problems = check_frame_grammar(prompt.input_ids + new, self.grammar)
             if (
                 problems
@@ -296,11 +351,11 @@ class SpeechGenerationPipeline(Pipeline):
             to_decode.append(audio)
         waves = tok.batch_decode_audio(to_decode) if any(to_decode) else []
         results = []
+        reranked = outputs.get("reranked") or [None] * len(generated)
         for k, new in enumerate(generated):
             wave, sr = waves[k] if to_decode[k] else (np.zeros(0, dtype=np.float32), int(tok.sampling_rate))
-            results.append(
-                {"audio": np.asarray(wave, dtype=np.float32), "sampling_rate": int(sr), "ids": new}
-            )
+            result = {"audio": np.asarray(wave, dtype=np.float32), "sampling_rate": int(sr), "ids": new}
+            results.append({**result, **(reranked[k] or {})})
         return results
 
     # --- calling ---------------------------------------------------------------------------------------
@@ -317,6 +372,15 @@ class SpeechGenerationPipeline(Pipeline):
         if not items:
             return []
         size = batch_size or self._batch_size or 8
+        if fwd.get("num_candidates", 1) > 1:  # each TTS prompt becomes N rows of one generate call
+            from .rerank import load_phoneme_scorer
+
+            if fwd.get("phoneme_scorer") is None:
+                raise ValueError(
+                    "num_candidates > 1 needs a phoneme_scorer (a PhonemeScorer or its directory)"
+                )
+            size = max(1, size // fwd["num_candidates"])
+            fwd["phoneme_scorer"] = load_phoneme_scorer(fwd["phoneme_scorer"])
         results: list[dict[str, Any]] = []
         for start in range(0, len(items), size):
             prompts = [self.preprocess(x, **pre) for x in items[start : start + size]]
@@ -324,6 +388,13 @@ class SpeechGenerationPipeline(Pipeline):
                 outputs = self._forward(prompts, **fwd)
             results.extend(self.postprocess(outputs, **post))
         return results[0] if single else results
+
+
+def check_num_candidates(n) -> int:
+    """`num_candidates` must be a positive integer."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"num_candidates must be a positive integer, got {n!r}")
+    return int(n)
 
 
 def tts_prompt_ids(tokenizer, text: str) -> list[int]:
