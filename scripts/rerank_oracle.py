@@ -2,7 +2,7 @@
 
 For each of N held-out sentences (chosen as `jepatok eval-tts` chooses them), the LM samples `--candidates`
 candidates in one batch with the same seed and settings as `eval-tts --num-candidates` (sentence i: seed i,
-temperature 0.8, top-k 50, max_seconds min(12, 1 + 0.6 * words)). Each candidate is scored by the phoneme scorer
+`--temperature` 0.8 and `--top-k` 50 by default, max_seconds min(12, 1 + 0.6 * words)). Each candidate is scored by the phoneme scorer
 (`jepatok.lm.rerank`, CTC NLL of the text's phonemes) and transcribed by the bundled Whisper. The corpus WER is
 printed for: candidate 0, the mean over candidates (one random sample), the scorer's pick (what
 `--num-candidates` would keep), the scorer's last choice, and the oracle (the candidate with the fewest edits),
@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--scorer", required=True, help="PhonemeScorer directory")
     parser.add_argument("--data", required=True, help="audio folder with transcripts, or saved dataset dir")
     parser.add_argument("--candidates", type=int, default=8)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top-k", type=int, default=50)
     parser.add_argument("--max-sentences", type=int, default=48)
     parser.add_argument("--out", required=True, help="per-sentence JSON")
     args = parser.parse_args()
@@ -51,7 +53,7 @@ def main() -> None:
         prompt = pipe.preprocess(clip.text)
         max_s = min(12.0, 1.0 + 0.6 * len(clip.text.split()))
         with torch.inference_mode():
-            gen = pipe._generate([prompt] * n, 0.8, 50, 1.0, True, max_s, 1, i, 1.0)
+            gen = pipe._generate([prompt] * n, args.temperature, args.top_k, 1.0, True, max_s, 1, i, 1.0)
         audio_ids = [[x for x in g if x != eos] for g in gen]
         nll = scorer.score_codes(tok.codec, [tok.ids_to_codes(a) for a in audio_ids], clip.text).tolist()
         waves = tok.batch_decode_audio(audio_ids)

@@ -203,3 +203,48 @@ def test_best_of_n_keeps_the_scorers_candidate_and_records_it(folder, tmp_path):
     a, _ = sf.read(tmp_path / "n3" / "tts" / "000.wav")
     b, _ = sf.read(tmp_path / "n1" / "tts" / "000.wav")
     assert a.shape != b.shape or not np.array_equal(a, b)
+
+
+def test_samples_score_every_output_of_every_sentence(folder, tmp_path):
+    from jepatok.eval.compare_tts import sentence_counts
+
+    class Cycling(FixedASR):  # hears the TTS outputs as "hello", "hello world", "x", ... in turn
+        texts = ["hello", "hello world", "x"]
+
+        def transcribe(self, audio, sampling_rate=16000):
+            self.calls += 1
+            return self.texts[(self.calls - 1) % 3]
+
+    tok = speech_tokenizer()
+    clips = pick_sentences(load_clips(folder), 2, 4, 16)
+    max_s = 3 / tok.frame_rate
+    m = evaluate_tts(
+        tok,
+        tiny_lm(tok),
+        clips,
+        tmp_path,
+        seed=0,
+        max_seconds=max_s,
+        asr=Cycling(""),
+        resynthesis=False,
+        samples=3,
+    )
+    # Per sentence: 3 TTS transcripts (calls 1-3, 5-7), then the recording's (call 4, 8).
+    heard = [["hello", "hello world", "x"], ["hello world", "x", "hello"]]
+    assert [r["tts_transcripts"] for r in m["per_sentence"]] == heard
+    assert [r["recording_transcript"] for r in m["per_sentence"]] == ["hello", "hello world"]
+    refs = [c.text for c in clips for _ in range(3)]
+    expected = error_rates(refs, [h for hs in heard for h in hs])
+    assert m["tts"]["wer"] == pytest.approx(expected.wer) and m["settings"]["samples"] == 3
+    for r, hs in zip(m["per_sentence"], heard):
+        assert r["tts_transcript"] == hs[0]
+        assert r["tts_wer"] == pytest.approx(np.mean([error_rates([r["text"]], [h]).wer for h in hs]))
+    counts = sentence_counts(m["per_sentence"], "tts")  # compare-tts: mean edits over the samples
+    assert counts["word_edits"].sum() / counts["words"].sum() == pytest.approx(expected.wer)
+    names = sorted(p.name for p in (tmp_path / "tts").iterdir())
+    assert names == ["000.wav", "000_1.wav", "000_2.wav", "001.wav", "001_1.wav", "001_2.wav"]
+    a, _ = sf.read(tmp_path / "tts" / "000.wav")
+    b, _ = sf.read(tmp_path / "tts" / "000_1.wav")
+    assert a.shape != b.shape or not np.array_equal(a, b)  # the samples differ
+    with pytest.raises(ValueError, match="samples must be a positive integer"):
+        evaluate_tts(tok, tiny_lm(tok), clips, tmp_path / "bad", asr=Cycling(""), samples=0)

@@ -11,7 +11,8 @@ transcripts sentence by sentence (`metrics.json` keeps them), then resamples the
 
 A difference whose interval excludes 0 is one the sentence sample supports; one whose interval straddles 0 is
 not (score more sentences). The sampling noise of the LM itself (one sample per sentence) is inside this
-spread, not added to it. Runs must hold the same sentences in the same order (same `--data`, `--split`,
+spread, not added to it; runs made with `eval-tts --samples K` are compared on each sentence's mean edits over its
+K samples, which averages that noise down. Runs must hold the same sentences in the same order (same `--data`, `--split`,
 `--max-sentences`, word limits); their sampling settings may differ and are printed.
 
     jepatok compare-tts runs/tts_tenth runs/tts_ipa --out runs/tts_ipa/compare.json
@@ -35,7 +36,8 @@ TRANSCRIPT_FIELDS = {
 
 def sentence_counts(per_sentence: list[dict], what: str = "tts") -> dict[str, np.ndarray]:
     """Per-sentence edit counts of one run's `what` transcripts: arrays `word_edits`, `words`, `char_edits`,
-    `chars` (one entry per sentence, in the run's order).
+    `chars` (one entry per sentence, in the run's order). For a run made with `eval-tts --samples K` the TTS
+    edits are the mean over the K transcripts (`tts_transcripts`), so the arrays are float.
 
     Args:
         per_sentence: `metrics.json["per_sentence"]` of an `eval-tts` run.
@@ -52,9 +54,13 @@ def sentence_counts(per_sentence: list[dict], what: str = "tts") -> dict[str, np
     for i, r in enumerate(per_sentence):
         if field not in r or r[field] is None:
             raise ValueError(f"sentence {i} has no {field!r} (was the run made with --no-resynthesis?)")
-        e = sentence_edits(r["text"], r[field])
-        rows.append((e.word_edits, e.words, e.char_edits, e.chars))
-    a = np.asarray(rows, dtype=np.int64)
+        hyps = (r.get("tts_transcripts") or [r[field]]) if what == "tts" else [r[field]]
+        edits = [sentence_edits(r["text"], h) for h in hyps]
+        e = edits[0]
+        word_edits = float(np.mean([x.word_edits for x in edits]))
+        char_edits = float(np.mean([x.char_edits for x in edits]))
+        rows.append((word_edits, e.words, char_edits, e.chars))
+    a = np.asarray(rows, dtype=np.float64)
     return {"word_edits": a[:, 0], "words": a[:, 1], "char_edits": a[:, 2], "chars": a[:, 3]}
 
 

@@ -15,6 +15,11 @@ whether it is met, plus how many samples ended with the LM's end-of-speech token
 `max_seconds`) and the generated-to-recording duration ratio. Outputs: `OUT/metrics.json`,
 `OUT/sentences.csv`, `OUT/tts/NNN.wav` (generated) and `OUT/resynth/NNN.wav`; each file written atomically.
 
+One sample per sentence leaves the TTS WER at the mercy of a few samples the ASR hallucinates on (on the shipped
+LM, the same 48 sentences gave corpus WERs from 1.19 to 1.72 depending on which of 8 samples was scored). With
+`--samples K` every sentence is spoken K times (one batch seeded seed + i; extra files `tts/NNN_k.wav`), all K
+transcripts are scored, and the TTS WER/CER and their intervals are over the mean edits per sentence.
+
     jepatok eval-tts --lm small --data corpus/small2 --out runs/tts_eval --max-sentences 20
 """
 
@@ -25,7 +30,7 @@ import csv
 import io
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +45,19 @@ class SentenceResult:
     speaker: str
     source: str
     recording_seconds: float
-    generated_seconds: float
-    ended_with_eos: bool
-    tts_transcript: str = ""
+    generated_seconds: float  # with --samples K: the mean over the K samples
+    ended_with_eos: bool  # sample 0
+    tts_transcript: str = ""  # sample 0
     recording_transcript: str = ""
     resynthesis_transcript: str = ""
-    tts_wer: float = float("nan")
+    tts_wer: float = float("nan")  # with --samples K: the mean of the K samples' WERs
     recording_wer: float = float("nan")
     resynthesis_wer: float = float("nan")
-    chosen_candidate: int = 0  # with num_candidates > 1: the index of the candidate the scorer kept
+    chosen_candidate: int = (
+        0  # with num_candidates > 1: the index of the candidate the scorer kept (sample 0)
+    )
+    tts_transcripts: list[str] = field(default_factory=list)  # with --samples K > 1: all K transcripts
+    ended_with_eos_share: float = float("nan")  # the share of the samples that ended with <eos>
 
 
 def pick_sentences(clips: list, max_sentences: int, min_words: int, max_words: int) -> list:
@@ -118,6 +127,7 @@ def evaluate_tts(
     guidance_scale: float = 1.0,
     num_candidates: int = 1,
     phoneme_scorer=None,
+    samples: int = 1,
 ) -> dict:
     """Speak each clip's text with `lm`, transcribe it, its recording and (with `resynthesis`) the codec's
     resynthesis of the recording; write the outputs (module docstring) and return the metrics.
@@ -136,6 +146,7 @@ def evaluate_tts(
         num_candidates: best-of-N (`jepatok.lm.rerank`): sample N candidates per sentence and keep the one the
             phoneme scorer ranks first (the ASR never sees the other candidates).
         phoneme_scorer: scorer for num_candidates > 1 (`PhonemeScorer` or its directory).
+        samples: outputs per sentence (one batch seeded seed + i); the TTS rates are over all of them.
     """
     import torch
     from tqdm.auto import tqdm
@@ -148,6 +159,8 @@ def evaluate_tts(
 
     if not clips:
         raise ValueError("evaluate_tts needs at least one clip with a transcript")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive integer, got {samples!r}")
     out = Path(out)
     (out / "tts").mkdir(parents=True, exist_ok=True)
     if resynthesis:
@@ -169,8 +182,7 @@ def evaluate_tts(
     results: list[SentenceResult] = []
     for i, clip in enumerate(tqdm(clips, desc="eval-tts", unit="sentence")):
         words = len(clip.text.split())
-        gen = pipe(
-            clip.text,
+        settings = dict(
             max_seconds=min(max_seconds, 1.0 + 0.6 * words),
             temperature=temperature,
             top_k=top_k,
@@ -178,21 +190,34 @@ def evaluate_tts(
             guidance_scale=guidance_scale,
             **rerank,
         )
-        audio, sr = np.asarray(gen["audio"], dtype=np.float32), int(gen["sampling_rate"])
-        write_wav(out / "tts" / f"{i:03d}.wav", audio, sr)
+        # K samples in one batch (one seed): a second batch would repeat the first one's draws
+        gens = (
+            [pipe(clip.text, **settings)]
+            if samples == 1
+            else pipe([clip.text] * samples, batch_size=samples, **settings)
+        )
+        transcripts, seconds, ended = [], [], []
+        for k, gen in enumerate(gens):
+            audio, sr = np.asarray(gen["audio"], dtype=np.float32), int(gen["sampling_rate"])
+            write_wav(out / "tts" / (f"{i:03d}.wav" if k == 0 else f"{i:03d}_{k}.wav"), audio, sr)
+            transcripts.append(asr.transcribe(audio, sr) if audio.size else "")
+            seconds.append(audio.size / sr)
+            ended.append(bool(gen["ids"]) and gen["ids"][-1] == eos)
         r = SentenceResult(
             index=i,
             text=clip.text,
             speaker=clip.speaker,
             source=clip.source,
             recording_seconds=clip.duration,
-            generated_seconds=audio.size / sr,
-            ended_with_eos=bool(gen["ids"]) and gen["ids"][-1] == eos,
-            chosen_candidate=int(gen.get("chosen", 0)),
+            generated_seconds=float(np.mean(seconds)),
+            ended_with_eos=ended[0],
+            chosen_candidate=int(gens[0].get("chosen", 0)),
+            tts_transcripts=transcripts if samples > 1 else [],
+            ended_with_eos_share=float(np.mean(ended)),
         )
-        r.tts_transcript = asr.transcribe(audio, sr) if audio.size else ""
+        r.tts_transcript = transcripts[0]
         r.recording_transcript = asr.transcribe(clip.audio, clip.sampling_rate)
-        r.tts_wer = error_rates([clip.text], [r.tts_transcript]).wer
+        r.tts_wer = float(np.mean([error_rates([clip.text], [t]).wer for t in transcripts]))
         r.recording_wer = error_rates([clip.text], [r.recording_transcript]).wer
         if resynthesis:
             wave, rsr = tokenizer.decode_audio(tokenizer.encode_audio(clip.audio, clip.sampling_rate))
@@ -206,7 +231,10 @@ def evaluate_tts(
         rates = error_rates(texts, [getattr(r, attr) for r in results])
         return {"wer": rates.wer, "cer": rates.cer}
 
-    tts, gt = corpus_rates("tts_transcript"), corpus_rates("recording_transcript")
+    gt = corpus_rates("recording_transcript")
+    all_tts = [(r.text, t) for r in results for t in (r.tts_transcripts or [r.tts_transcript])]
+    rates = error_rates([a for a, _ in all_tts], [b for _, b in all_tts])  # = the mean over the samples
+    tts = {"wer": rates.wer, "cer": rates.cer}
     # Sentence-resampled 95% intervals of the TTS rates (how far 20-60 sentences pin them down);
     # `jepatok compare-tts` does the paired version for two runs.
     per_sentence = [asdict(r) for r in results]
@@ -224,6 +252,7 @@ def evaluate_tts(
             "max_seconds": max_seconds,
             "guidance_scale": guidance_scale,
             "num_candidates": num_candidates,
+            "samples": samples,
         },
         "tts": tts,
         "ground_truth": gt,
@@ -233,7 +262,7 @@ def evaluate_tts(
             "limit": 2.0 * gt["wer"],
             "met": bool(tts["wer"] <= 2.0 * gt["wer"]),
         },
-        "ended_with_eos": sum(r.ended_with_eos for r in results) / len(results),
+        "ended_with_eos": float(np.mean([r.ended_with_eos_share for r in results])),  # over all samples
         "duration_ratio": float(
             np.mean([r.generated_seconds / max(r.recording_seconds, 1e-6) for r in results])
         ),
@@ -297,6 +326,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--phoneme-scorer", default=None, help="PhonemeScorer directory (needed with --num-candidates > 1)"
     )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="outputs per sentence, all scored (e.g. 8: a WER that one lucky or unlucky sample cannot move)",
+    )
     parser.add_argument("--max-seconds", type=float, default=12.0)
     parser.add_argument(
         "--asr", default=None, help="faster-whisper model dir or name (default: bundled tiny.en)"
@@ -327,6 +362,7 @@ def run(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance_scale,
         num_candidates=args.num_candidates,
         phoneme_scorer=args.phoneme_scorer,
+        samples=args.samples,
     )
     print("\n".join(summary_lines(metrics)))
     print(f"wrote {Path(args.out) / 'metrics.json'}")

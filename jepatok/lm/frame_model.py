@@ -29,6 +29,11 @@ DEPTH_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _slot_valid(slot_sizes: list[int], n_values: int) -> torch.Tensor:
+    """[G, n_values] bool: value v is legal in slot k iff v < slot_sizes[k]."""
+    return torch.arange(n_values)[None, :] < torch.tensor(slot_sizes)[:, None]
+
+
 def _digit_buffers(radix: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(place value of each of n base-`radix` digits, most significant first [n]; mask of the (earlier i, later
     j) digit pairs [n, n]) of value_radix mode."""
@@ -179,10 +184,13 @@ class FrameBatch:
     def to(self, device) -> FrameBatch:
         return FrameBatch(*(t.to(device) for t in vars(self).values()))
 
+    def num_frames(self) -> int:
+        """Predicted frames (steps whose next frame is a target)."""
+        return int((self.target_codes[..., 0] >= 0).sum())
+
     def num_targets(self) -> int:
         """Scored values: the slot values of every predicted frame plus every stop decision."""
-        frames = int((self.target_codes[..., 0] >= 0).sum())
-        return frames * self.target_codes.shape[-1] + int((self.stop_labels >= 0).sum())
+        return self.num_frames() * self.target_codes.shape[-1] + int((self.stop_labels >= 0).sum())
 
 
 @dataclass
@@ -341,8 +349,7 @@ class FrameLevelSpeechLM(PreTrainedModel):
             self.depth_head_lo = nn.Linear(dd, self.split)
         elif not R:
             self.depth_head = nn.Linear(dd, V)
-        valid = torch.arange(V)[None, :] < torch.tensor(config.slot_sizes)[:, None]  # [G, V]
-        self.register_buffer("slot_valid", valid, persistent=False)
+        self.register_buffer("slot_valid", _slot_valid(config.slot_sizes, V), persistent=False)
         self.post_init()
 
     def _init_weights(self, module):
@@ -363,9 +370,7 @@ class FrameLevelSpeechLM(PreTrainedModel):
                 place, pair_mask = _digit_buffers(module.radix, module.n_digits)
                 module.digit_place.copy_(place)
                 module.pair_mask.copy_(pair_mask)
-            module.slot_valid.copy_(
-                torch.arange(module.slot_valid.shape[1])[None] < torch.tensor(self.config.slot_sizes)[:, None]
-            )
+            module.slot_valid.copy_(_slot_valid(self.config.slot_sizes, module.slot_valid.shape[1]))
 
     def get_input_embeddings(self) -> nn.Module:
         return self.backbone.embed_tokens
@@ -627,16 +632,16 @@ class FrameLevelSpeechLM(PreTrainedModel):
     ) -> torch.Tensor:
         """One value per row [B, 1] from logits [B, V] (-inf = illegal): greedy, or sampled after
         temperature, top-k and nucleus (top-p) filtering."""
+        from transformers import TopKLogitsWarper, TopPLogitsWarper
+
         if not do_sample:
             return logits.argmax(-1, keepdim=True)
         logits = logits / max(temperature, 1e-5)
+        # transformers' own warpers: the same top-k / nucleus rules as the flat LM's `generate`
         if top_k:
-            kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
+            logits = TopKLogitsWarper(top_k)(None, logits)
         if top_p < 1.0:
-            probs, order = logits.softmax(-1).sort(dim=-1, descending=True)
-            drop = probs.cumsum(-1) - probs >= top_p  # keep the smallest prefix whose mass reaches top_p
-            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+            logits = TopPLogitsWarper(top_p)(None, logits)
         return torch.multinomial(logits.softmax(-1), 1)
 
     @staticmethod

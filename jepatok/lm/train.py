@@ -185,7 +185,7 @@ def evaluate(model, packed: PackedDataset, tokenizer, args: LMTrainArgs, acceler
         if frame:  # every scored value codes the audio: the frames' slot values and the stop decisions
             with accelerator.autocast():
                 nll, n = batch_loss_terms(model, batch, frame=True)
-            frames = int((batch.target_codes[..., 0] >= 0).sum())
+            frames = batch.num_frames()
             part = torch.tensor([float(nll), n, float(nll), frames * G], dtype=torch.float64)
         else:
             with accelerator.autocast():
