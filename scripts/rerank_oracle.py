@@ -2,13 +2,14 @@
 
 For each of N held-out sentences (chosen as `jepatok eval-tts` chooses them), the LM samples `--candidates`
 candidates in one batch with the same seed and settings as `eval-tts --num-candidates` (sentence i: seed i,
-`--temperature` 0.8 and `--top-k` 50 by default, max_seconds min(12, 1 + 0.6 * words)). Each candidate is scored by the phoneme scorer
-(`jepatok.lm.rerank`, CTC NLL of the text's phonemes) and transcribed by the bundled Whisper. The corpus WER is
-printed for: candidate 0, the mean over candidates (one random sample), the scorer's pick (what
-`--num-candidates` would keep), the scorer's last choice, and the oracle (the candidate with the fewest edits),
-with the per-sentence rank correlation between score and edits.
+`--temperature` 0.8 and `--top-k` 50 by default, max_seconds min(12, 1 + 0.6 * words)). Each candidate is scored
+by the phoneme scorer (`jepatok.lm.rerank`: `per` and `nll`) and transcribed by the bundled Whisper. The corpus
+WER is printed for: candidate 0, the mean over candidates (one random sample), each metric's pick (what
+`--num-candidates` would keep) and last choice, and the oracle (the candidate with the fewest edits), with the
+per-sentence rank correlation between each score and the edits. The JSON keeps every candidate's ids, scores and
+transcript.
 
-    python scripts/rerank_oracle.py --lm small --scorer runs/scorer --data corpus/v17h16 --out rerank.json
+    python scripts/rerank_oracle.py --lm small --scorer small --data corpus/v17h16 --out rerank.json
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lm", default="small")
     parser.add_argument("--tokenizer", default=None)
-    parser.add_argument("--scorer", required=True, help="PhonemeScorer directory")
+    parser.add_argument(
+        "--scorer", required=True, help="PhonemeScorer directory or 'small' (the shipped one)"
+    )
     parser.add_argument("--data", required=True, help="audio folder with transcripts, or saved dataset dir")
     parser.add_argument("--candidates", type=int, default=8)
     parser.add_argument("--temperature", type=float, default=0.8)
@@ -40,10 +43,10 @@ def main() -> None:
     from jepatok.eval.clips import load_clips
     from jepatok.eval.evaluate_tts import load_lm_and_tokenizer, pick_sentences
     from jepatok.lm.generation import SpeechGenerationPipeline
-    from jepatok.lm.rerank import PhonemeScorer
+    from jepatok.lm.rerank import load_phoneme_scorer
 
     tok, lm = load_lm_and_tokenizer(args.lm, args.tokenizer, "cpu")
-    scorer = PhonemeScorer.from_pretrained(args.scorer)
+    scorer = load_phoneme_scorer(args.scorer)
     clips = pick_sentences(load_clips(args.data), args.max_sentences, 4, 16)
     pipe = SpeechGenerationPipeline(model=lm, tokenizer=tok, device=lm.device)
     asr = SpeechRecognizer(cpu_threads=max(1, torch.get_num_threads()))
@@ -55,7 +58,9 @@ def main() -> None:
         with torch.inference_mode():
             gen = pipe._generate([prompt] * n, args.temperature, args.top_k, 1.0, True, max_s, 1, i, 1.0)
         audio_ids = [[x for x in g if x != eos] for g in gen]
-        nll = scorer.score_codes(tok.codec, [tok.ids_to_codes(a) for a in audio_ids], clip.text).tolist()
+        codes = [tok.ids_to_codes(a) for a in audio_ids]
+        nll = scorer.score_codes(tok.codec, codes, clip.text).tolist()
+        per = scorer.score_codes(tok.codec, codes, clip.text, metric="per").tolist()
         waves = tok.batch_decode_audio(audio_ids)
         hyps = [asr.transcribe(w, sr) if len(w) else "" for w, sr in waves]
         rates = [error_rates([clip.text], [h]) for h in hyps]
@@ -64,6 +69,8 @@ def main() -> None:
                 "text": clip.text,
                 "words": rates[0].words,
                 "nll": nll,
+                "per": per,
+                "ids": audio_ids,
                 "edits": [r.wer * r.words for r in rates],
                 "hyps": hyps,
                 "seconds": [len(w) / sr for w, sr in waves],
@@ -78,20 +85,26 @@ def main() -> None:
     def wer(pick) -> float:
         return sum(pick(r) for r in rows) / words
 
-    rho = [
-        spearmanr(r["nll"], r["edits"]).correlation
-        for r in rows
-        if len(set(r["edits"])) > 1 and len(set(r["nll"])) > 1
-    ]
     print(f"{len(rows)} sentences, {n} candidates each, {words} words")
-    print(f"WER candidate 0      {wer(lambda r: r['edits'][0]):.3f}")
-    print(f"WER mean candidate   {wer(lambda r: float(np.mean(r['edits']))):.3f}")
-    print(f"WER scorer's pick    {wer(lambda r: r['edits'][int(np.argmin(r['nll']))]):.3f}")
-    print(f"WER scorer's last    {wer(lambda r: r['edits'][int(np.argmax(r['nll']))]):.3f}")
-    print(f"WER oracle           {wer(lambda r: min(r['edits'])):.3f}")
-    print(
-        f"spearman(score, edits) per sentence, mean: {float(np.nanmean(rho)):.3f} over {len(rho)} sentences"
-    )
+    print(f"WER candidate 0          {wer(lambda r: r['edits'][0]):.3f}")
+    print(f"WER mean candidate       {wer(lambda r: float(np.mean(r['edits']))):.3f}")
+    for metric in ("nll", "per"):
+        print(
+            f"WER scorer's pick ({metric})  {wer(lambda r, m=metric: r['edits'][int(np.argmin(r[m]))]):.3f}"
+        )
+        print(
+            f"WER scorer's last ({metric})  {wer(lambda r, m=metric: r['edits'][int(np.argmax(r[m]))]):.3f}"
+        )
+    print(f"WER oracle               {wer(lambda r: min(r['edits'])):.3f}")
+    for metric in ("nll", "per"):
+        rho = [
+            spearmanr(r[metric], r["edits"]).correlation
+            for r in rows
+            if len(set(r["edits"])) > 1 and len(set(r[metric])) > 1
+        ]
+        print(
+            f"spearman({metric}, edits) per sentence, mean: {float(np.nanmean(rho)):.3f} over {len(rho)} sentences"
+        )
 
 
 if __name__ == "__main__":

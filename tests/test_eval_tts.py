@@ -178,7 +178,7 @@ def test_best_of_n_keeps_the_scorers_candidate_and_records_it(folder, tmp_path):
     from jepatok.lm.rerank import PhonemeScorer
 
     class LastScorer(PhonemeScorer):  # ranks the last candidate first
-        def score_codes(self, codec, codes, text):
+        def score_codes(self, codec, codes, text, metric="per"):
             return -torch.arange(len(codes), dtype=torch.float32)
 
     tok = speech_tokenizer()

@@ -55,6 +55,11 @@ def test_scorer_prefers_the_target_its_latents_spell(trained_scorer):
         scorer.nll([torch.zeros(3, 7)], [[1]])
     with pytest.raises(ValueError, match="2 latent sequences for 1 targets"):
         scorer.nll(test.features[:2], test.targets[:1])
+    # The greedy transcript's phoneme error rate: low for the right targets, high for the shifted ones.
+    per_right = scorer.phoneme_error_rate(test.features, test.targets)
+    per_wrong = scorer.phoneme_error_rate(test.features, wrong_targets)
+    assert float(per_right.mean()) < 0.3 < float(per_wrong.mean()), (per_right, per_wrong)
+    assert scorer.phoneme_error_rate([torch.zeros(0, 10)], [[1, 2]]).tolist() == [1.0]
 
 
 def test_scorer_files_round_trip_and_refuse_others(trained_scorer, tmp_path):
@@ -88,11 +93,18 @@ def _tiny_scorer(tok, codes_hash: str | None = None) -> PhonemeScorer:
     return PhonemeScorer(dim, symbols, hidden=8, upsample=4, codes_hash=codes_hash)
 
 
+def _candidates(pipe, tok, text, n, max_s, seed):
+    """The audio ids of the n candidates `pipe(text, num_candidates=n, seed=seed)` chooses from."""
+    with torch.inference_mode():
+        rows = pipe._generate([pipe.preprocess(text)] * n, 1.0, 50, 1.0, True, max_s, 1, seed, 1.0)
+    return [[i for i in r if i != tok.eos_token_id] for r in rows]
+
+
 class SumScorer(PhonemeScorer):
     """Scores a candidate by minus the sum of its codes: the pipeline must keep the largest sum."""
 
-    def score_codes(self, codec, codes, text):
-        self.calls.append(text)
+    def score_codes(self, codec, codes, text, metric="per"):
+        self.calls.append((text, metric))
         return torch.tensor([-float(c.sum()) for c in codes])
 
 
@@ -112,7 +124,7 @@ def test_pipeline_keeps_the_candidate_the_scorer_ranks_first():
     out = pipe("the lazy dog", max_seconds=max_s, seed=3, num_candidates=n, phoneme_scorer=scorer)
     best = int(np.argmax(sums))
     assert out["chosen"] == best and out["ids"] == candidates[best]
-    assert len(out["candidate_nll"]) == n and scorer.calls == ["the lazy dog"]
+    assert len(out["candidate_scores"]) == n and scorer.calls == [("the lazy dog", "per")]
     hop = round(tok.sampling_rate / tok.frame_rate)
     frames = len([i for i in out["ids"] if i != tok.eos_token_id]) // tok.tokens_per_frame
     assert out["audio"].shape == (frames * hop,)
@@ -137,7 +149,20 @@ def test_pipeline_reranking_with_a_real_scorer_and_bad_settings(tmp_path, capsys
     out = pipe(
         "hello world", max_seconds=max_s, seed=0, num_candidates=3, phoneme_scorer=str(tmp_path / "scorer")
     )
-    assert len(out["candidate_nll"]) == 3 and out["chosen"] == int(np.argmin(out["candidate_nll"]))
+    assert len(out["candidate_scores"]) == 3 and out["chosen"] == int(np.argmin(out["candidate_scores"]))
+    assert all(0 <= v for v in out["candidate_scores"])  # phoneme error rates
+    kw = dict(max_seconds=max_s, seed=0, num_candidates=3, phoneme_scorer=scorer)
+    nll = pipe("hello world", rerank_metric="nll", **kw)
+    assert nll["candidate_scores"] == pytest.approx(
+        scorer.score_codes(
+            tok.codec,
+            [tok.ids_to_codes(c) for c in _candidates(pipe, tok, "hello world", 3, max_s, 0)],
+            "hello world",
+            metric="nll",
+        ).tolist()
+    )
+    with pytest.raises(ValueError, match="rerank_metric must be one of"):
+        pipe("hello world", rerank_metric="wer", **kw)
     other = _tiny_scorer(tok, "0" * 64)
     with pytest.raises(ValueError, match="trained on codes of codec 000000000000"):
         pipe("hello world", max_seconds=max_s, num_candidates=2, phoneme_scorer=other)
@@ -167,7 +192,7 @@ def test_pipeline_reranking_with_a_real_scorer_and_bad_settings(tmp_path, capsys
     argv += ["--max-seconds", str(max_s), "--seed", "0", "--num-candidates", "3"]
     assert main(argv + ["--phoneme-scorer", str(tmp_path / "scorer")]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary[0]["chosen_candidate"] in (0, 1, 2) and math.isfinite(summary[0]["phoneme_nll"])
+    assert summary[0]["chosen_candidate"] in (0, 1, 2) and math.isfinite(summary[0]["phoneme_score"])
     assert (tmp_path / "a.wav").is_file()
 
 
@@ -192,3 +217,7 @@ def test_probe_cli_saves_a_scorer_for_its_codec(tmp_path):
     assert scorer.codes_hash == codec_identity(tok.codec)["codes_hash"] and scorer.probe.hidden == 16
     codes = [torch.zeros(3, tok.tokens_per_frame, dtype=torch.long)]
     assert torch.isfinite(scorer.score_codes(tok.codec, codes, "the dog"))
+    per = scorer.score_codes(tok.codec, codes, "the dog", metric="per")
+    assert per.shape == (1,) and float(per) >= 0
+    with pytest.raises(ValueError, match="metric must be one of"):
+        scorer.score_codes(tok.codec, codes, "the dog", metric="wer")

@@ -68,7 +68,7 @@ def test_shipped_files_are_safetensors_and_small():
     files = [p for p in paths.root.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".ckpt"}]
     weights = [p for p in files if p.suffix == ".safetensors"]
-    assert {p.parent for p in weights} == {paths.codec_dir, paths.lm_dir}
+    assert {p.parent for p in weights} == {paths.codec_dir, paths.lm_dir, paths.scorer_dir}
     total = sum(p.stat().st_size for p in files)
     assert total < 150 * 2**20, f"shipped checkpoint is {total / 2**20:.1f} MiB (limit 150)"
     assert paths.model_card.is_file() and "640" in paths.model_card.read_text()
@@ -106,6 +106,34 @@ def test_shipped_round_trip():
 
 
 @needs_shipped
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_shipped_phoneme_scorer_reads_the_shipped_codes(tmp_path):
+    """The shipped scorer belongs to the shipped codec and, on speech it never saw (espeak-ng sentences coded by
+    the shipped codec), ranks each sentence's own audio above the other sentence's audio."""
+    from jepatok.data.audio import load_audio
+    from jepatok.lm.rerank import load_phoneme_scorer
+
+    tokenizer, _ = load_pretrained("small")
+    scorer = load_phoneme_scorer("small")
+    assert scorer.codes_hash == tokenizer.codec_identity["codes_hash"]
+    texts = [
+        "the old man walked slowly along the quiet river bank",
+        "please bring seven fresh eggs and a jar of honey",
+    ]
+    codes = []
+    for i, text in enumerate(texts):
+        wav = tmp_path / f"{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True)
+        wave, sr = load_audio(wav, target_sr=tokenizer.sampling_rate)
+        codes.append(tokenizer.ids_to_codes(tokenizer.encode_audio(wave, sampling_rate=sr)))
+    for i, text in enumerate(texts):
+        per = scorer.score_codes(tokenizer.codec, codes, text, metric="per")
+        nll = scorer.score_codes(tokenizer.codec, codes, text, metric="nll")
+        assert int(per.argmin()) == i and float(per[i]) < 0.8, (text, per)
+        assert int(nll.argmin()) == i, (text, nll)
+
+
+@needs_shipped
 def test_shipped_loads_with_plain_from_pretrained():
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
@@ -128,11 +156,13 @@ def test_make_demo(tmp_path):
     env = dict(os.environ, DEMO_ARGS=f"--out {out}", PYTHON=sys.executable)
     proc = subprocess.run(["make", "demo"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "TTS (3 held-out sentences)" in proc.stdout
+    assert "TTS (3 held-out sentences, best of 8 by the phoneme scorer)" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert {"codec2-700C", "codec2-1200", "opus-6k"} <= set(summary["baselines"])
     assert 0.0 <= summary["codec"]["stoi"] <= 1.0 and summary["codec"]["bitrate"] == pytest.approx(640, abs=1)
-    assert len([s for s in summary["samples"] if s["kind"] == "tts"]) == 3
+    tts = [s for s in summary["samples"] if s["kind"] == "tts"]
+    assert len(tts) == 3 and all(s["extra"]["candidates"] == 8 for s in tts)
+    assert all(0 <= s["extra"]["chosen"] < 8 for s in tts) and summary["tts"]["candidates"] == 8
     assert len([s for s in summary["samples"] if s["kind"] == "continuation"]) == 2
     for sample in summary["samples"]:
         assert (out / sample["wav"]).is_file()
@@ -160,6 +190,10 @@ def test_demo_held_out_means_with_and_without_held_out_voices():
     alone = {k: v for k, v in metrics.items() if k != "voice_groups"}  # no voice was held out
     assert _held_out_means(alone) == {}
     assert "the 0 clips of voices held out" in summary_table(alone, {}, {})
+    best = summary_table(metrics, ho, {"tts_wer": 1.0, "ground_truth_wer": 0.1, "candidates": 8})
+    assert "TTS (3 held-out sentences, best of 8 by the phoneme scorer): WER 1.000" in best
+    one = summary_table(metrics, ho, {"tts_wer": 1.0, "ground_truth_wer": 0.1, "candidates": 1})
+    assert "TTS (3 held-out sentences): WER 1.000 vs ground-truth recordings 0.100" in one
 
 
 def test_read_training_voices(tmp_path):

@@ -128,6 +128,7 @@ def evaluate_tts(
     num_candidates: int = 1,
     phoneme_scorer=None,
     samples: int = 1,
+    rerank_metric: str = "per",
 ) -> dict:
     """Speak each clip's text with `lm`, transcribe it, its recording and (with `resynthesis`) the codec's
     resynthesis of the recording; write the outputs (module docstring) and return the metrics.
@@ -145,7 +146,8 @@ def evaluate_tts(
         guidance_scale: classifier-free guidance toward the text (1 = off; `jepatok.lm.guidance`).
         num_candidates: best-of-N (`jepatok.lm.rerank`): sample N candidates per sentence and keep the one the
             phoneme scorer ranks first (the ASR never sees the other candidates).
-        phoneme_scorer: scorer for num_candidates > 1 (`PhonemeScorer` or its directory).
+        phoneme_scorer: scorer for num_candidates > 1 (`PhonemeScorer`, its directory, or "small").
+        rerank_metric: what ranks the candidates ("per" or "nll", `SpeechGenerationPipeline`).
         samples: outputs per sentence (one batch seeded seed + i); the TTS rates are over all of them.
     """
     import torch
@@ -177,6 +179,7 @@ def evaluate_tts(
         rerank = {
             "num_candidates": num_candidates,
             "phoneme_scorer": load_phoneme_scorer(phoneme_scorer),
+            "rerank_metric": rerank_metric,
         }
     eos = int(tokenizer.eos_token_id)
     results: list[SentenceResult] = []
@@ -252,6 +255,7 @@ def evaluate_tts(
             "max_seconds": max_seconds,
             "guidance_scale": guidance_scale,
             "num_candidates": num_candidates,
+            "rerank_metric": rerank_metric if num_candidates > 1 else None,
             "samples": samples,
         },
         "tts": tts,
@@ -301,6 +305,8 @@ def summary_lines(metrics: dict) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..lm.args import add_rerank_arguments
+
     parser.add_argument(
         "--lm", default="small", help="LM directory or shipped checkpoint name (default: small)"
     )
@@ -317,15 +323,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guidance-scale", type=float, default=1.0, help="classifier-free guidance toward the text (1 = off)"
     )
-    parser.add_argument(
-        "--num-candidates",
-        type=int,
-        default=1,
-        help="best-of-N: sample N candidates per sentence, keep the phoneme scorer's first (default 1)",
-    )
-    parser.add_argument(
-        "--phoneme-scorer", default=None, help="PhonemeScorer directory (needed with --num-candidates > 1)"
-    )
+    add_rerank_arguments(parser)
     parser.add_argument(
         "--samples",
         type=int,
@@ -363,6 +361,7 @@ def run(args: argparse.Namespace) -> int:
         num_candidates=args.num_candidates,
         phoneme_scorer=args.phoneme_scorer,
         samples=args.samples,
+        rerank_metric=args.rerank_metric,
     )
     print("\n".join(summary_lines(metrics)))
     print(f"wrote {Path(args.out) / 'metrics.json'}")

@@ -277,3 +277,24 @@ def atomic_write_text(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def add_rerank_arguments(parser) -> None:
+    """Best-of-N text-to-speech options shared by `jepatok generate` and `jepatok eval-tts` (`jepatok.lm.rerank`)."""
+    parser.add_argument(
+        "--num-candidates",
+        type=int,
+        default=1,
+        help="best-of-N text to speech: sample N candidates per text, keep the phoneme scorer's first (default 1)",
+    )
+    parser.add_argument(
+        "--phoneme-scorer",
+        default=None,
+        help="PhonemeScorer directory or 'small' (the shipped one), needed with --num-candidates > 1",
+    )
+    parser.add_argument(
+        "--rerank-metric",
+        default="per",
+        choices=["per", "nll"],
+        help="what ranks the candidates (default per)",
+    )

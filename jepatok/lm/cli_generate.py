@@ -16,6 +16,8 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .args import add_rerank_arguments
+
     parser.add_argument("--lm", required=True, help="trained LM directory (train-lm's OUTPUT_DIR/final)")
     parser.add_argument(
         "--tokenizer", default=None, help="JepaSpeechTokenizer directory (default: the --lm directory)"
@@ -40,15 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="classifier-free guidance toward the text (1 = off, e.g. 2 follows the text more closely)",
     )
-    parser.add_argument(
-        "--num-candidates",
-        type=int,
-        default=1,
-        help="best-of-N text-to-speech: sample N candidates per text, keep the phoneme scorer's first",
-    )
-    parser.add_argument(
-        "--phoneme-scorer", default=None, help="PhonemeScorer directory (needed with --num-candidates > 1)"
-    )
+    add_rerank_arguments(parser)
     parser.add_argument(
         "--max-seconds", type=float, default=10.0, help="maximum audio length (prompt included)"
     )
@@ -123,7 +117,11 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         include_prompt_audio=args.include_prompt,
         **(
-            {"num_candidates": args.num_candidates, "phoneme_scorer": args.phoneme_scorer}
+            {
+                "num_candidates": args.num_candidates,
+                "phoneme_scorer": args.phoneme_scorer,
+                "rerank_metric": args.rerank_metric,
+            }
             if args.num_candidates != 1
             else {}
         ),
@@ -136,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         entry = {"file": str(path), "seconds": round(seconds, 4), "ended_with_eos": ended}
         if "chosen" in result:
             entry["chosen_candidate"] = result["chosen"]
-            entry["phoneme_nll"] = round(result["candidate_nll"][result["chosen"]], 3)
+            entry["phoneme_score"] = round(result["candidate_scores"][result["chosen"]], 4)
         summary.append(entry)
     print(json.dumps(summary, indent=2))
     return 0

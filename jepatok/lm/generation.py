@@ -72,16 +72,19 @@ class SpeechGenerationPipeline(Pipeline):
             also runs the LM on the prompt without its text and samples from uncond + w * (cond - uncond);
             1 is off, > 1 follows the text more closely; continuation prompts (no text) are unaffected.
         num_candidates (int, 1): best-of-N text-to-speech (`jepatok.lm.rerank`): each TTS prompt is sampled N
-            times and the candidate whose codes best spell the text's phonemes (lowest CTC NLL under
-            `phoneme_scorer`) is kept; continuation prompts are sampled once.
-        phoneme_scorer (PhonemeScorer | directory): the scorer for num_candidates > 1 (required then); it must
-            have been trained on the tokenizer codec's codes (`jepatok probe-phonemes --save-scorer`).
+            times and the candidate whose codes best spell the text's phonemes under `phoneme_scorer` is kept;
+            continuation prompts are sampled once.
+        phoneme_scorer (PhonemeScorer | directory | "small"): the scorer for num_candidates > 1 (required then);
+            it must have been trained on the tokenizer codec's codes (`jepatok probe-phonemes --save-scorer`);
+            "small" is the one shipped with the `small` checkpoint.
+        rerank_metric ("per" | "nll", "per"): what ranks the candidates: the phoneme error rate of the scorer's
+            greedy transcript against the text, or the CTC NLL of the text's phonemes.
         batch_size (int, 8): prompts per `generate` call for list inputs (each TTS prompt counts N times).
         include_prompt_audio (bool, False): the returned audio starts with the prompt's audio.
     Returns: per input, `{"audio": np.ndarray float32 [L], "sampling_rate": int, "ids": list[int]}` where
         `ids` are the generated ids (audio ids, then `<eos>` when the LM ended the utterance); with
-        num_candidates > 1 a TTS result also has `"candidate_nll"` (each candidate's phoneme CTC NLL in nats)
-        and `"chosen"` (the kept candidate's index).
+        num_candidates > 1 a TTS result also has `"candidate_scores"` (each candidate's `rerank_metric`, lower
+        is better) and `"chosen"` (the kept candidate's index).
     """
 
     _pipeline_calls_generate = False  # we pass generation arguments ourselves (see _forward)
@@ -113,6 +116,7 @@ class SpeechGenerationPipeline(Pipeline):
         guidance_scale=None,
         num_candidates=None,
         phoneme_scorer=None,
+        rerank_metric=None,
         include_prompt_audio=None,
         sampling_rate=None,
         **kwargs,
@@ -133,6 +137,7 @@ class SpeechGenerationPipeline(Pipeline):
                 guidance_scale=None if guidance_scale is None else check_guidance_scale(guidance_scale),
                 num_candidates=None if num_candidates is None else check_num_candidates(num_candidates),
                 phoneme_scorer=phoneme_scorer,
+                rerank_metric=None if rerank_metric is None else check_rerank_metric(rerank_metric),
             ).items()
             if v is not None
         }
@@ -185,6 +190,7 @@ class SpeechGenerationPipeline(Pipeline):
         guidance_scale: float = 1.0,
         num_candidates: int = 1,
         phoneme_scorer=None,
+        rerank_metric: str = "per",
     ) -> dict[str, Any]:
         settings = (temperature, top_k, top_p, do_sample, max_seconds, min_frames, seed, guidance_scale)
         if num_candidates == 1:
@@ -212,10 +218,10 @@ class SpeechGenerationPipeline(Pipeline):
                 reranked.append(None)
                 continue
             codes = [tok.ids_to_codes([i for i in new if i != eos]) for new in group]
-            nll = scorer.score_codes(tok.codec, codes, p.text)
-            best = int(torch.argmin(nll))
+            scores = scorer.score_codes(tok.codec, codes, p.text, metric=rerank_metric)
+            best = int(torch.argmin(scores))  # the first of equal scores
             generated.append(group[best])
-            reranked.append({"candidate_nll": [float(v) for v in nll], "chosen": best})
+            reranked.append({"candidate_scores": [float(v) for v in scores], "chosen": best})
         return {"generated": generated, "prompts": prompts, "reranked": reranked}
 
     def _generate(
@@ -388,6 +394,15 @@ class SpeechGenerationPipeline(Pipeline):
                 outputs = self._forward(prompts, **fwd)
             results.extend(self.postprocess(outputs, **post))
         return results[0] if single else results
+
+
+def check_rerank_metric(metric) -> str:
+    """`rerank_metric` must name one of `jepatok.lm.rerank.SCORE_METRICS`."""
+    from .rerank import SCORE_METRICS
+
+    if metric not in SCORE_METRICS:
+        raise ValueError(f"rerank_metric must be one of {SCORE_METRICS}, got {metric!r}")
+    return metric
 
 
 def check_num_candidates(n) -> int:

@@ -29,7 +29,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..eval.phonetic_probe import PhonemeProbe, phoneme_symbols
+from ..eval.phonetic_probe import PhonemeProbe, edit_distance, greedy_ctc, phoneme_symbols
+
+#: What `score_codes` measures: the CTC NLL of the text's phonemes, or the phoneme error rate of the greedy CTC
+#: transcript against them.
+SCORE_METRICS = ("nll", "per")
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -127,8 +131,27 @@ class PhonemeScorer(nn.Module):
         out[keep] = loss.float()
         return out
 
-    def score_codes(self, codec, codes: list[torch.Tensor], text: str) -> torch.Tensor:
-        """CTC NLL of `text`'s phonemes under each candidate's packed codes [T_i, G] (lower is better)."""
+    @torch.no_grad()
+    def phoneme_error_rate(self, latents: list[torch.Tensor], targets: list[list[int]]) -> torch.Tensor:
+        """Each latent sequence's greedy CTC transcript scored against its target: edits / target phonemes
+        (1.0 for an empty sequence, which transcribes as nothing)."""
+        if len(latents) != len(targets):
+            raise ValueError(f"{len(latents)} latent sequences for {len(targets)} targets")
+        out = torch.ones(len(latents))
+        for i, (x, target) in enumerate(zip(latents, targets)):
+            if not len(x):
+                continue
+            if x.dim() != 2 or x.shape[-1] != self.dim:
+                raise ValueError(f"latents must be [T, {self.dim}], got {list(x.shape)}")
+            lp = self.probe(((x.float().cpu() - self.feature_mean) / self.feature_std)[None])[0]
+            out[i] = edit_distance(target, greedy_ctc(lp, lp.shape[0])) / len(target)
+        return out
+
+    def score_codes(self, codec, codes: list[torch.Tensor], text: str, metric: str = "nll") -> torch.Tensor:
+        """How badly each candidate's packed codes [T_i, G] spell `text` (lower is better): the CTC NLL of its
+        phonemes (`metric="nll"`) or the phoneme error rate of the greedy transcript (`"per"`)."""
+        if metric not in SCORE_METRICS:
+            raise ValueError(f"metric must be one of {SCORE_METRICS}, got {metric!r}")
         self.check_codec(codec)
         target = self.target_ids(text)
         with torch.no_grad():
@@ -138,7 +161,8 @@ class PhonemeScorer(nn.Module):
                 else torch.zeros(0, self.dim)
                 for c in codes
             ]
-        return self.nll(latents, [target] * len(codes))
+        score = self.nll if metric == "nll" else self.phoneme_error_rate
+        return score(latents, [target] * len(codes))
 
     def check_codec(self, codec) -> None:
         """Raise unless `codec` makes the codes this scorer was trained on."""
@@ -208,5 +232,12 @@ class PhonemeScorer(nn.Module):
 
 
 def load_phoneme_scorer(scorer: str | os.PathLike | PhonemeScorer) -> PhonemeScorer:
-    """A `PhonemeScorer` from an instance or a directory written by `save_pretrained`."""
-    return scorer if isinstance(scorer, PhonemeScorer) else PhonemeScorer.from_pretrained(scorer)
+    """A `PhonemeScorer` from an instance, a directory written by `save_pretrained`, or a shipped checkpoint's
+    name (`"small"`: `jepatok/pretrained/small/phoneme_scorer`)."""
+    if isinstance(scorer, PhonemeScorer):
+        return scorer
+    from ..pretrained import KNOWN_PRETRAINED, pretrained_paths
+
+    if isinstance(scorer, str) and scorer in KNOWN_PRETRAINED and not Path(scorer).exists():
+        return PhonemeScorer.from_pretrained(pretrained_paths(scorer).scorer_dir)
+    return PhonemeScorer.from_pretrained(scorer)

@@ -5,6 +5,7 @@ Layout of a shipped checkpoint (`jepatok/pretrained/<name>/`):
     tokenizer/          JepaSpeechTokenizer.save_pretrained (spm.model, tokenizer_config.json, ...)
     tokenizer/codec/    the JepaCodecModel (config.json + model.safetensors)
     lm/                 the speech LM (LlamaForCausalLM: config.json + model.safetensors)
+    phoneme_scorer/     best-of-N TTS reranker over the codec's codes (`jepatok.lm.rerank.PhonemeScorer`)
     training_voices.json  the corpus voices the checkpoint trained on and those held out of training
     README.md           model card: data, steps, wall time, measured metrics
 
@@ -43,6 +44,7 @@ class PretrainedPaths:
     tokenizer_dir: Path  # root/tokenizer (JepaSpeechTokenizer)
     codec_dir: Path  # root/tokenizer/codec (JepaCodecModel)
     lm_dir: Path  # root/lm (LlamaForCausalLM)
+    scorer_dir: Path  # root/phoneme_scorer (PhonemeScorer; optional)
     model_card: Path  # root/README.md
     voices_file: Path  # root/training_voices.json (optional)
 
@@ -64,6 +66,7 @@ def pretrained_paths(name: str = "small", root: str | os.PathLike | None = None)
         tokenizer_dir=ckpt / "tokenizer",
         codec_dir=ckpt / "tokenizer" / "codec",
         lm_dir=ckpt / "lm",
+        scorer_dir=ckpt / "phoneme_scorer",
         model_card=ckpt / "README.md",
         voices_file=ckpt / "training_voices.json",
     )
