@@ -175,7 +175,9 @@ def evaluate_tts(
         from ..lm.rerank import load_phoneme_scorer
 
         if phoneme_scorer is None:
-            raise ValueError("num_candidates > 1 needs a phoneme_scorer (a PhonemeScorer or its directory)")
+            raise ValueError(
+                "num_candidates > 1 needs a phoneme_scorer (a PhonemeScorer, its directory, or 'small')"
+            )
         rerank = {
             "num_candidates": num_candidates,
             "phoneme_scorer": load_phoneme_scorer(phoneme_scorer),

@@ -198,7 +198,9 @@ class SpeechGenerationPipeline(Pipeline):
         from .rerank import load_phoneme_scorer
 
         if phoneme_scorer is None:
-            raise ValueError("num_candidates > 1 needs a phoneme_scorer (a PhonemeScorer or its directory)")
+            raise ValueError(
+                "num_candidates > 1 needs a phoneme_scorer (a PhonemeScorer, its directory, or 'small')"
+            )
         scorer = load_phoneme_scorer(phoneme_scorer)
         for p in prompts:
             if p.kind == "tts" and p.text is None:
@@ -383,7 +385,7 @@ class SpeechGenerationPipeline(Pipeline):
 
             if fwd.get("phoneme_scorer") is None:
                 raise ValueError(
-                    "num_candidates > 1 needs a phoneme_scorer (a PhonemeScorer or its directory)"
+                    "num_candidates > 1 needs a phoneme_scorer (a PhonemeScorer, its directory, or 'small')"
                 )
             size = max(1, size // fwd["num_candidates"])
             fwd["phoneme_scorer"] = load_phoneme_scorer(fwd["phoneme_scorer"])
