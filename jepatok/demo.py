@@ -179,15 +179,9 @@ def generate_samples(
     from .lm.generation import SpeechGenerationPipeline
 
     pipe = SpeechGenerationPipeline(model=lm, tokenizer=tokenizer, device=torch.device("cpu"))
-    rerank = {}
-    if num_candidates > 1:
-        from .lm.rerank import load_phoneme_scorer
+    from .lm.rerank import best_of_n_settings
 
-        rerank = {
-            "num_candidates": num_candidates,
-            "phoneme_scorer": load_phoneme_scorer(phoneme_scorer),
-            "rerank_metric": "per",
-        }
+    rerank = best_of_n_settings(num_candidates, phoneme_scorer, "per")
     by_len = sorted(rows, key=lambda r: len(r["text"].split()))
     # Short held-out sentences (the small LM is trained on ~2 h): the three shortest distinct texts.
     tts_rows, seen = [], set()

@@ -90,3 +90,20 @@ def make_pretokenized(tokenizer, path, splits=None, seed: int = 0, identity: dic
         out[name] = Dataset.from_dict(data, info=DatasetInfo(description=header))
     DatasetDict(out).save_to_disk(str(path))
     return str(path)
+
+
+def one_hot_probe_data(n: int, g: torch.Generator):
+    """`ProbeData` whose 10-dim frames each carry two symbols of 1..5 as one-hot halves (plus a little noise): a
+    phoneme probe can spell them exactly (tests of `probe-phonemes` and of the phoneme scorer)."""
+    from jepatok.eval.phonetic_probe import ProbeData
+
+    feats, targets = [], []
+    for _ in range(n):
+        frames = int(torch.randint(2, 5, (1,), generator=g))
+        sym = torch.randint(1, 6, (frames, 2), generator=g)
+        f = torch.zeros(frames, 10)
+        f[torch.arange(frames), sym[:, 0] - 1] = 1.0
+        f[torch.arange(frames), 5 + sym[:, 1] - 1] = 1.0
+        feats.append(f + 0.05 * torch.randn(frames, 10, generator=g))
+        targets.append(sym.flatten().tolist())
+    return ProbeData(feats, targets)

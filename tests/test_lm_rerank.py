@@ -9,37 +9,29 @@ import math
 import numpy as np
 import pytest
 import torch
-from lm_helpers import make_pretokenized, single_thread, speech_tokenizer, tiny_lm  # noqa: F401  (autouse)
+from lm_helpers import (  # noqa: F401  (single_thread: autouse fixture)
+    make_pretokenized,
+    one_hot_probe_data,
+    single_thread,
+    speech_tokenizer,
+    tiny_lm,
+)
 
-from jepatok.eval.phonetic_probe import ProbeData, fit_probe
+from jepatok.eval.phonetic_probe import fit_probe
 from jepatok.lm.generation import SpeechGenerationPipeline
 from jepatok.lm.rerank import PhonemeScorer, load_phoneme_scorer
 from jepatok.tokenizer.modeling import codec_identity
 
 
-def _one_hot_data(n: int, g: torch.Generator) -> ProbeData:
-    """Each 10-dim frame carries two symbols of 1..5 as one-hot halves: a probe can spell them exactly."""
-    feats, targets = [], []
-    for _ in range(n):
-        frames = int(torch.randint(2, 5, (1,), generator=g))
-        sym = torch.randint(1, 6, (frames, 2), generator=g)
-        f = torch.zeros(frames, 10)
-        f[torch.arange(frames), sym[:, 0] - 1] = 1.0
-        f[torch.arange(frames), 5 + sym[:, 1] - 1] = 1.0
-        feats.append(f + 0.05 * torch.randn(frames, 10, generator=g))
-        targets.append(sym.flatten().tolist())
-    return ProbeData(feats, targets)
-
-
 @pytest.fixture(scope="module")
 def trained_scorer():
     g = torch.Generator().manual_seed(0)
-    data = _one_hot_data(300, g)
+    data = one_hot_probe_data(300, g)
     probe, mu, sd, _ = fit_probe(
         data, 5, steps=300, batch_size=16, lr=1e-2, hidden=32, upsample=4, progress=False
     )
     symbols = {s: k + 1 for k, s in enumerate("abcde")}
-    return PhonemeScorer.from_probe(probe, mu, sd, symbols, codes_hash=None), _one_hot_data(20, g)
+    return PhonemeScorer.from_probe(probe, mu, sd, symbols, codes_hash=None), one_hot_probe_data(20, g)
 
 
 def test_scorer_prefers_the_target_its_latents_spell(trained_scorer):

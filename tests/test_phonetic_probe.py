@@ -7,7 +7,12 @@ import json
 
 import pytest
 import torch
-from lm_helpers import make_pretokenized, single_thread, speech_tokenizer  # noqa: F401  (autouse fixture)
+from lm_helpers import (  # noqa: F401  (single_thread: autouse fixture)
+    make_pretokenized,
+    one_hot_probe_data,
+    single_thread,
+    speech_tokenizer,
+)
 
 from jepatok.eval.phonetic_probe import (
     ProbeData,
@@ -45,23 +50,9 @@ def test_control_moves_every_utterance_within_its_length_group():
     assert sorted(int(c[0, 0]) for c in ctrl[:3]) == [0, 1, 2]
 
 
-def _synthetic(n: int, g: torch.Generator) -> ProbeData:
-    """Each frame carries its two phonemes (one-hot pairs): a probe can read them exactly."""
-    feats, targets = [], []
-    for _ in range(n):
-        frames = int(torch.randint(2, 5, (1,), generator=g))
-        sym = torch.randint(1, 6, (frames, 2), generator=g)
-        f = torch.zeros(frames, 10)
-        f[torch.arange(frames), sym[:, 0] - 1] = 1.0
-        f[torch.arange(frames), 5 + sym[:, 1] - 1] = 1.0
-        feats.append(f + 0.05 * torch.randn(frames, 10, generator=g))
-        targets.append(sym.flatten().tolist())
-    return ProbeData(feats, targets)
-
-
 def test_probe_reads_phonemes_the_features_carry_and_not_the_control():
     g = torch.Generator().manual_seed(0)
-    train, test = _synthetic(300, g), _synthetic(60, g)
+    train, test = one_hot_probe_data(300, g), one_hot_probe_data(60, g)
     kw = dict(steps=400, batch_size=16, lr=1e-2, hidden=32, upsample=4, progress=False)
     real = train_and_score(train, test, n_symbols=5, **kw)
     control = train_and_score(

@@ -53,9 +53,8 @@ class SentenceResult:
     tts_wer: float = float("nan")  # with --samples K: the mean of the K samples' WERs
     recording_wer: float = float("nan")
     resynthesis_wer: float = float("nan")
-    chosen_candidate: int = (
-        0  # with num_candidates > 1: the index of the candidate the scorer kept (sample 0)
-    )
+    # with num_candidates > 1: the index of the candidate the scorer kept (sample 0)
+    chosen_candidate: int = 0
     tts_transcripts: list[str] = field(default_factory=list)  # with --samples K > 1: all K transcripts
     ended_with_eos_share: float = float("nan")  # the share of the samples that ended with <eos>
 
@@ -170,19 +169,9 @@ def evaluate_tts(
     asr = asr or SpeechRecognizer(cpu_threads=max(1, torch.get_num_threads()))
     device = next(lm.parameters()).device
     pipe = SpeechGenerationPipeline(model=lm, tokenizer=tokenizer, device=device)
-    rerank = {}
-    if num_candidates > 1:
-        from ..lm.rerank import load_phoneme_scorer
+    from ..lm.rerank import best_of_n_settings
 
-        if phoneme_scorer is None:
-            raise ValueError(
-                "num_candidates > 1 needs a phoneme_scorer (a PhonemeScorer, its directory, or 'small')"
-            )
-        rerank = {
-            "num_candidates": num_candidates,
-            "phoneme_scorer": load_phoneme_scorer(phoneme_scorer),
-            "rerank_metric": rerank_metric,
-        }
+    rerank = best_of_n_settings(num_candidates, phoneme_scorer, rerank_metric)
     eos = int(tokenizer.eos_token_id)
     results: list[SentenceResult] = []
     for i, clip in enumerate(tqdm(clips, desc="eval-tts", unit="sentence")):

@@ -195,13 +195,6 @@ class SpeechGenerationPipeline(Pipeline):
         settings = (temperature, top_k, top_p, do_sample, max_seconds, min_frames, seed, guidance_scale)
         if num_candidates == 1:
             return {"generated": self._generate(prompts, *settings), "prompts": prompts}
-        from .rerank import load_phoneme_scorer
-
-        if phoneme_scorer is None:
-            raise ValueError(
-                "num_candidates > 1 needs a phoneme_scorer (a PhonemeScorer, its directory, or 'small')"
-            )
-        scorer = load_phoneme_scorer(phoneme_scorer)
         for p in prompts:
             if p.kind == "tts" and p.text is None:
                 raise ValueError(
@@ -220,7 +213,8 @@ class SpeechGenerationPipeline(Pipeline):
                 reranked.append(None)
                 continue
             codes = [tok.ids_to_codes([i for i in new if i != eos]) for new in group]
-            scores = scorer.score_codes(tok.codec, codes, p.text, metric=rerank_metric)
+            # phoneme_scorer is a PhonemeScorer here: __call__ loaded it (`best_of_n_settings`)
+            scores = phoneme_scorer.score_codes(tok.codec, codes, p.text, metric=rerank_metric)
             best = int(torch.argmin(scores))  # the first of equal scores
             generated.append(group[best])
             reranked.append({"candidate_scores": [float(v) for v in scores], "chosen": best})
@@ -381,14 +375,14 @@ class SpeechGenerationPipeline(Pipeline):
             return []
         size = batch_size or self._batch_size or 8
         if fwd.get("num_candidates", 1) > 1:  # each TTS prompt becomes N rows of one generate call
-            from .rerank import load_phoneme_scorer
+            from .rerank import best_of_n_settings
 
-            if fwd.get("phoneme_scorer") is None:
-                raise ValueError(
-                    "num_candidates > 1 needs a phoneme_scorer (a PhonemeScorer, its directory, or 'small')"
+            fwd.update(
+                best_of_n_settings(
+                    fwd["num_candidates"], fwd.get("phoneme_scorer"), fwd.get("rerank_metric", "per")
                 )
+            )
             size = max(1, size // fwd["num_candidates"])
-            fwd["phoneme_scorer"] = load_phoneme_scorer(fwd["phoneme_scorer"])
         results: list[dict[str, Any]] = []
         for start in range(0, len(items), size):
             prompts = [self.preprocess(x, **pre) for x in items[start : start + size]]

@@ -231,6 +231,22 @@ class PhonemeScorer(nn.Module):
         return scorer.eval()
 
 
+def best_of_n_settings(num_candidates: int, phoneme_scorer=None, rerank_metric: str = "per") -> dict:
+    """The pipeline's best-of-N arguments with the scorer loaded once: `{}` for one candidate, else
+    `num_candidates`, `phoneme_scorer` (a `PhonemeScorer`) and `rerank_metric`. Raises when N > 1 has no scorer."""
+    if num_candidates == 1:
+        return {}
+    if phoneme_scorer is None:
+        raise ValueError(
+            "num_candidates > 1 needs a phoneme_scorer (a PhonemeScorer, its directory, or 'small')"
+        )
+    return {
+        "num_candidates": num_candidates,
+        "phoneme_scorer": load_phoneme_scorer(phoneme_scorer),
+        "rerank_metric": rerank_metric,
+    }
+
+
 def load_phoneme_scorer(scorer: str | os.PathLike | PhonemeScorer) -> PhonemeScorer:
     """A `PhonemeScorer` from an instance, a directory written by `save_pretrained`, or a shipped checkpoint's
     name (`"small"`: `jepatok/pretrained/small/phoneme_scorer`)."""
