@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "jepatok.eval.phonetic_probe",
         "phoneme error rate of a CTC probe reading a codec's codes (vs a control), from pre-tokenized data",
     ),
+    "align-text": (
+        "jepatok.lm.align",
+        "add a text_frames column (each text piece's codec frame) to pre-tokenized data, for tts_layout=interleaved",
+    ),
     "bench": ("jepatok.eval.bench", "codec encode/decode speed next to HF MimiModel"),
     "train-lm": ("jepatok.lm.train", "train the speech LM on pre-tokenized data"),
     "generate": ("jepatok.lm.cli_generate", "text-to-speech or speech continuation with a trained LM"),

@@ -40,6 +40,15 @@ def speech_tokenizer(seed: int = 0):
     return JepaSpeechTokenizer.from_codec(codec, texts=TEXTS)
 
 
+@functools.lru_cache(maxsize=2)
+def ipa_speech_tokenizer(seed: int = 0):
+    """Like `speech_tokenizer` with the espeak-ipa text front-end (pieces of phonemes; needs espeak-ng)."""
+    from jepatok.tokenizer.tokenization import JepaSpeechTokenizer
+
+    codec = speech_tokenizer(seed).codec
+    return JepaSpeechTokenizer.from_codec(codec, texts=TEXTS, text_vocab_size=320, text_frontend="espeak-ipa")
+
+
 def random_codes(tokenizer, n_frames: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random valid packed codes [n_frames, G] (each slot within its size)."""
     sizes = torch.tensor(tokenizer.slot_sizes, dtype=torch.long)

@@ -54,6 +54,10 @@ class LMTrainArgs:
             records the new tokenizer's codec.
         sequence_mode (str, "both"): "tts", "continuation" or "both".
         mask_text_labels (bool, True): no loss on the TTS prompt (`<bos> <text> text <audio>`).
+        tts_layout (str, "prefix"): "prefix" (`<bos> <text> text <audio> audio <eos>`) or "interleaved": each text
+            piece also comes inside the audio part, just before the frame it is spoken in (`jepatok.lm.align`;
+            needs a `text_frames` column from `jepatok align-text`); recorded in the saved LM's config, which the
+            generation pipeline reads. The in-audio pieces are scored, the prefix is not.
         block_size (int, 512): tokens per packed block.
         per_device_batch_size (int, 8): blocks per micro-batch on each process.
         gradient_accumulation_steps (int, 1): micro-batches per optimizer step.
@@ -68,7 +72,8 @@ class LMTrainArgs:
         save_total_limit (int, 3): checkpoints kept in OUTPUT_DIR/checkpoints.
         max_eval_blocks (int, 64): cap on validation blocks per evaluation.
         eval_text_gain_examples (int, 64): validation examples with text on which each evaluation also measures
-            the text gain (`jepatok.lm.text_gain`: audio bits per second the text saves); 0 = off.
+            the text gain (`jepatok.lm.text_gain`: audio bits per second the text saves); 0 = off. Not measured
+            for `tts_layout="interleaved"` (the measure compares prefix-layout prompts).
         eval_split (str, "validation"): dataset split to evaluate on (skipped when absent).
         mixed_precision (str, "no"): "no", "bf16" or "fp16" (Accelerate).
         seed (int, 0): init, shuffling.
@@ -94,6 +99,7 @@ class LMTrainArgs:
     init_from_other_codec: bool = False
     sequence_mode: str = "both"
     mask_text_labels: bool = True
+    tts_layout: str = "prefix"
     block_size: int = 512
     per_device_batch_size: int = 8
     gradient_accumulation_steps: int = 1
@@ -137,6 +143,10 @@ class LMTrainArgs:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.sequence_mode not in ("tts", "continuation", "both"):
             raise ValueError(f"sequence_mode must be tts, continuation or both, got {self.sequence_mode!r}")
+        if self.tts_layout not in ("prefix", "interleaved"):
+            raise ValueError(f"tts_layout must be prefix or interleaved, got {self.tts_layout!r}")
+        if self.tts_layout == "interleaved" and self.architecture != "flat":
+            raise ValueError("tts_layout=interleaved is a flat-LM layout; architecture=frame needs prefix")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if not isinstance(self.model_overrides, dict):

@@ -1,6 +1,7 @@
 """LM training sequences from a pre-tokenized jepatok dataset: TTS / continuation templates, packing, collation.
 
-Templates (interfaces.md): TTS `<bos> <text> text-ids <audio> audio-ids <eos>`; continuation
+Templates (interfaces.md): TTS `<bos> <text> text-ids <audio> audio-ids <eos>` (with `tts_layout="interleaved"`
+each text id also comes inside the audio part, before the frame it is aligned to: `jepatok.lm.align`); continuation
 `<bos> <audio> audio-ids <eos>` (the `<eos>` marks the end of a whole clip, so the LM learns where speech
 stops; windows cut out of a long clip have no `<eos>`).
 
@@ -34,6 +35,7 @@ class SequenceStats:
     dropped_no_text: int = 0
     dropped_too_long: int = 0
     dropped_empty: int = 0
+    dropped_unaligned: int = 0  # interleaved layout: no text_frames matching the text's pieces
 
 
 @dataclass
@@ -74,6 +76,8 @@ def build_examples(
     mode: str = "both",
     block_size: int = 1024,
     mask_text_labels: bool = True,
+    tts_layout: str = "prefix",
+    text_frames: list[list[int]] | None = None,
 ) -> tuple[list[LMExample], SequenceStats]:
     """Turn pre-tokenized rows into LM training sequences.
 
@@ -85,11 +89,25 @@ def build_examples(
             continuation sequence, and a TTS one when it has text).
         block_size: maximum sequence length.
         mask_text_labels: TTS sequences get no loss on `<bos> <text> text-ids <audio>` (the prompt).
+        tts_layout: "prefix" or "interleaved" (TTS sequences repeat each text id before its aligned frame; the
+            repeats are scored: the LM learns when to move on to the next piece).
+        text_frames: per example, the frame of each text piece (the `text_frames` column of `jepatok
+            align-text`); needed by the interleaved layout. Rows whose frames do not match the text's pieces
+            are not used for TTS (counted as `dropped_unaligned`).
     """
     if mode not in SEQUENCE_MODES:
         raise ValueError(f"mode must be one of {SEQUENCE_MODES}, got {mode!r}")
     if len(audio_codes) != len(texts):
         raise ValueError(f"{len(audio_codes)} audio_codes rows but {len(texts)} texts")
+    if tts_layout not in ("prefix", "interleaved"):
+        raise ValueError(f"tts_layout must be prefix or interleaved, got {tts_layout!r}")
+    interleaved = tts_layout == "interleaved" and mode in ("tts", "both")
+    if interleaved and (text_frames is None or len(text_frames) != len(texts)):
+        raise ValueError(
+            "tts_layout=interleaved needs text_frames for every example (the text_frames column: run "
+            f"`jepatok align-text` on the pre-tokenized data); got {None if text_frames is None else len(text_frames)} "
+            f"for {len(texts)} examples"
+        )
     G = int(tokenizer.tokens_per_frame)
     if block_size < 3 + G:
         raise ValueError(f"block_size={block_size} cannot hold even one frame of {G} tokens plus 3 specials")
@@ -102,7 +120,7 @@ def build_examples(
         )  # all espeak-ng calls up front, in parallel (cached)
     stats = SequenceStats()
     out: list[LMExample] = []
-    for codes, text in zip(audio_codes, texts):
+    for row, (codes, text) in enumerate(zip(audio_codes, texts)):
         stats.examples += 1
         if len(codes) == 0:
             stats.dropped_empty += 1
@@ -111,8 +129,13 @@ def build_examples(
         text = (text or "").strip()
         if mode in ("tts", "both"):
             if text:
-                ids = tokenizer.build_tts_ids(text, torch.as_tensor(codes, dtype=torch.long))
-                if len(ids) > block_size:
+                if interleaved:
+                    ids = _interleaved_ids(tokenizer, text, codes, text_frames[row])
+                else:
+                    ids = tokenizer.build_tts_ids(text, torch.as_tensor(codes, dtype=torch.long))
+                if ids is None:
+                    stats.dropped_unaligned += 1
+                elif len(ids) > block_size:
                     stats.dropped_too_long += 1
                 else:
                     prompt_len = ids.index(aud) + 1 if mask_text_labels else 1
@@ -131,6 +154,17 @@ def build_examples(
                 stats.continuation += 1
                 stats.windows += int(w > 0)
     return out, stats
+
+
+def _interleaved_ids(tokenizer, text: str, codes, frames) -> list[int] | None:
+    """The interleaved TTS sequence, or None when `frames` is not one non-decreasing frame per text piece."""
+    from .align import interleave_tts_ids
+
+    text_ids = tokenizer._text_ids(text)
+    frames = [int(f) for f in (frames or [])]
+    if len(frames) != len(text_ids) or any(b < a for a, b in zip(frames, frames[1:])):
+        return None
+    return interleave_tts_ids(tokenizer, text_ids, torch.as_tensor(codes, dtype=torch.long), frames)
 
 
 def pack_examples(lengths: list[int], block_size: int) -> list[list[int]]:

@@ -24,8 +24,13 @@ import torch
 from transformers import LogitsProcessorList, Pipeline
 
 from .guidance import TextGuidanceLogitsProcessor, check_guidance_scale, unconditional_prompt
-from .logits import FrameGrammar, FrameGrammarLogitsProcessor, check_frame_grammar
-from .modeling import check_lm_tokenizer, is_frame_lm
+from .logits import (
+    FrameGrammar,
+    FrameGrammarLogitsProcessor,
+    InterleavedTextLogitsProcessor,
+    check_frame_grammar,
+)
+from .modeling import check_lm_tokenizer, is_frame_lm, tts_layout
 
 CONTINUATION_TASK = "speech-continuation"
 
@@ -237,7 +242,24 @@ class SpeechGenerationPipeline(Pipeline):
             return self._forward_frames(
                 prompts, temperature, top_k, top_p, do_sample, max_seconds, min_frames, seed, guidance_scale
             )
-        processor = FrameGrammarLogitsProcessor(self.grammar, max_seconds=max_seconds, min_frames=min_frames)
+        extra_new = 0  # text pieces the interleaved layout reads inside the audio part
+        if tts_layout(self.model) == "interleaved":
+            if guidance_scale != 1.0:
+                raise ValueError(
+                    "guidance_scale needs the prefix TTS layout; this LM reads its text inside the audio part "
+                    "(tts_layout='interleaved'), so there is no text-free branch to guide against: use 1.0"
+                )
+            processor = InterleavedTextLogitsProcessor(
+                self.grammar,
+                int(self.tokenizer.text_token_id),
+                max_seconds=max_seconds,
+                min_frames=min_frames,
+            )
+            extra_new = processor.max_text_tokens([p.input_ids for p in prompts])
+        else:
+            processor = FrameGrammarLogitsProcessor(
+                self.grammar, max_seconds=max_seconds, min_frames=min_frames
+            )
         processors = [processor]
         if guidance_scale != 1.0:  # guidance first: the grammar then masks the guided scores
             tok = self.tokenizer
@@ -256,7 +278,7 @@ class SpeechGenerationPipeline(Pipeline):
                 f"a prompt already holds {max(prompt_frames)} frames; max_seconds={max_seconds} allows "
                 f"{processor.max_frames}: raise max_seconds"
             )
-        max_new = (processor.max_frames - min(prompt_frames)) * G + 1  # + the forced <eos>
+        max_new = (processor.max_frames - min(prompt_frames)) * G + 1 + extra_new  # + the forced <eos>
         input_ids, attention_mask = left_pad([p.input_ids for p in prompts], int(self.tokenizer.pad_token_id))
         if seed is not None:
             torch.manual_seed(seed)
@@ -338,8 +360,11 @@ class SpeechGenerationPipeline(Pipeline):
     ) -> list[dict[str, Any]]:
         tok, eos = self.tokenizer, int(self.tokenizer.eos_token_id)
         generated: list[list[int]] = []
+        interleaved = tts_layout(self.model) == "interleaved" and not is_frame_lm(self.model)
         for new, prompt in zip(outputs["generated"], outputs["prompts"]):
-            problems = check_frame_grammar(prompt.input_ids + new, self.grammar)
+            # the interleaved layout's text pieces inside the audio part are checked by its processor
+            spoken = [i for i in new if tok.is_audio_id(i) or i == eos] if interleaved else new
+            problems = check_frame_grammar(prompt.input_ids + spoken, self.grammar)
             if (
                 problems
             ):  # cannot happen with the processor on; guards against a misconfigured model/tokenizer
@@ -347,7 +372,7 @@ class SpeechGenerationPipeline(Pipeline):
             generated.append(new)
         to_decode = []
         for prompt, new in zip(outputs["prompts"], generated):
-            audio = [i for i in new if i != eos]
+            audio = [i for i in new if tok.is_audio_id(i)]
             if include_prompt_audio and prompt.prompt_audio_tokens:
                 audio = prompt.input_ids[-prompt.prompt_audio_tokens :] + audio
             to_decode.append(audio)

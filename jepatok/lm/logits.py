@@ -187,3 +187,114 @@ def check_frame_grammar(
                 f"{grammar.audio_offset + grammar.slot_sizes[k]})"
             )
     return problems
+
+
+class InterleavedTextLogitsProcessor(FrameGrammarLogitsProcessor):
+    """The frame grammar for an LM trained on the interleaved TTS layout (`tts_layout="interleaved"`,
+    `jepatok.lm.align`): inside the audio part the LM reads the prompt's text again, piece by piece, each just
+    before the frame it is spoken in.
+
+    Each row's text is the prompt's ids between its last `<text>` and the `<audio>` that ends the prompt. On a
+    frame boundary the row may emit the next unread piece (and only that one: the text is read in order, never
+    skipped or made up) or start the next frame; inside a frame, the slot's audio ids as in the plain grammar.
+    `<eos>` needs a frame boundary, `min_frames` frames and every piece read; `max_seconds` forces it as before.
+    A row without text (a continuation prompt, whose own frames count) follows the plain frame grammar. A
+    processor serves one `generate` call (it reads the prompts on its first step).
+
+    Args:
+        grammar: the token layout.
+        text_token_id: id of `<text>`.
+        max_seconds / min_frames: as in `FrameGrammarLogitsProcessor`.
+    """
+
+    def __init__(
+        self,
+        grammar: FrameGrammar,
+        text_token_id: int,
+        max_seconds: float | None = None,
+        min_frames: int = 1,
+    ):
+        super().__init__(grammar, max_seconds=max_seconds, min_frames=min_frames)
+        self.text_token_id = int(text_token_id)
+        self._prompt_len: int | None = None
+        self._pieces: torch.Tensor | None = None  # [B, L] text ids, -1 padded
+        self._n_pieces: torch.Tensor | None = None  # [B]
+
+    def _read_prompt(self, input_ids: torch.Tensor) -> None:
+        """The text and prompt audio of every row, read once: generation only appends to the prompt."""
+        audio = last_position(input_ids, self.grammar.audio_token_id)
+        if bool((audio < 0).any()):
+            raise ValueError("every prompt must contain <audio>")
+        rows, prompt_audio = [], []
+        for b in range(input_ids.shape[0]):
+            ids = input_ids[b].tolist()
+            a = int(audio[b])
+            start = max((i for i, t in enumerate(ids[:a]) if t == self.text_token_id), default=None)
+            text = ids[start + 1 : a] if start is not None else []
+            if text and a != len(ids) - 1:
+                raise ValueError(
+                    "an LM of the interleaved layout aligns the text to the audio it generates itself: a "
+                    "text-to-speech prompt must end with <audio> (a voice prompt's frames are not supported)"
+                )
+            rows.append(text)
+            prompt_audio.append(len(ids) - 1 - a)
+        longest = max(1, max(len(r) for r in rows))
+        self._pieces = torch.full((len(rows), longest), -1, dtype=torch.long, device=input_ids.device)
+        for b, r in enumerate(rows):
+            if r:
+                self._pieces[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+        self._n_pieces = torch.tensor([len(r) for r in rows], dtype=torch.long, device=input_ids.device)
+        self._prompt_audio = torch.tensor(prompt_audio, dtype=torch.long, device=input_ids.device)
+        self._prompt_len = int(input_ids.shape[1])
+
+    def max_text_tokens(self, prompts: list[list[int]]) -> int:
+        """The most pieces any prompt's text has (extra new tokens generation must allow for)."""
+        most = 0
+        for ids in prompts:
+            start = max((i for i, t in enumerate(ids) if t == self.text_token_id), default=None)
+            end = max((i for i, t in enumerate(ids) if t == self.grammar.audio_token_id), default=len(ids))
+            most = max(most, end - start - 1 if start is not None else 0)
+        return most
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        g = self.grammar
+        if (
+            self._prompt_len is None
+            or input_ids.shape[1] < self._prompt_len
+            or len(input_ids) != len(self._pieces)
+        ):
+            self._read_prompt(input_ids)  # a new generate() call
+        vocab = scores.shape[-1]
+        if vocab < g.vocab_size:
+            raise ValueError(f"scores have {vocab} entries, the grammar needs a vocabulary of {g.vocab_size}")
+        table, _ = self._tables(scores.device)
+        if vocab > g.vocab_size:
+            pad = torch.zeros(table.shape[0], vocab - g.vocab_size, dtype=torch.bool, device=scores.device)
+            table = torch.cat([table, pad], dim=1)
+        G = g.tokens_per_frame
+        new = input_ids[:, self._prompt_len :]  # [B, N]
+        is_audio = (new >= g.audio_offset) & (new < g.audio_offset + max(g.slot_sizes))
+        is_eos = new == g.eos_token_id
+        finished = is_eos.any(dim=1)
+        # pieces read: new ids that are neither audio nor <eos>, counted before the first <eos>
+        before_eos = is_eos.long().cumsum(dim=1) == 0
+        n_audio = self._prompt_audio + (is_audio & before_eos).sum(dim=1)
+        n_read = (~is_audio & ~is_eos & before_eos).sum(dim=1)
+        slot, frames = n_audio % G, n_audio // G
+        allowed = table[slot].clone()  # [B, V]
+        at_boundary = slot == 0
+        left = n_read < self._n_pieces
+        rows = torch.arange(new.shape[0], device=scores.device)
+        next_piece = self._pieces[rows, n_read.clamp(max=self._pieces.shape[1] - 1)]
+        offer = at_boundary & left
+        allowed[rows[offer], next_piece[offer]] = True
+        eos_ok = at_boundary & (frames >= self.min_frames) & ~left
+        if self.max_frames is not None:
+            force = at_boundary & (frames >= self.max_frames)
+            allowed = allowed & ~force[:, None]
+            eos_ok = eos_ok | force
+        allowed[:, g.eos_token_id] |= eos_ok
+        eos_only = torch.zeros_like(allowed[0])
+        eos_only[g.eos_token_id] = True
+        allowed = torch.where(finished[:, None], eos_only[None, :], allowed)
+        return scores.masked_fill(~allowed, -math.inf)

@@ -126,8 +126,13 @@ def text_gain(
     from tqdm.auto import tqdm
 
     from ..eval.compare_tts import bootstrap_rate_ci
-    from .modeling import is_frame_lm
+    from .modeling import is_frame_lm, tts_layout
 
+    if not is_frame_lm(model) and tts_layout(model) != "prefix":
+        raise ValueError(
+            "the text gain compares prefix-layout prompts with and without their text; this LM reads its text "
+            f"inside the audio part (tts_layout={tts_layout(model)!r}), so the measure does not apply to it"
+        )
     if chosen is None:
         chosen = pick_text_rows(rows, max_examples)
 

@@ -84,8 +84,25 @@ def make_packed(split, tokenizer, args: LMTrainArgs):
     G = int(tokenizer.tokens_per_frame)
     # frame mode: block_size counts steps; continuation windows of block_size - 2 frames fit <bos> <audio> ...
     flat_limit = (args.block_size - 2) * G + 3 if frame else args.block_size
+    text_frames = None
+    if args.tts_layout == "interleaved" and args.sequence_mode != "continuation":
+        from .align import TEXT_FRAMES_COLUMN
+
+        if TEXT_FRAMES_COLUMN not in split.column_names:
+            raise ValueError(
+                f"tts_layout=interleaved needs a {TEXT_FRAMES_COLUMN!r} column (columns: {split.column_names}); "
+                "run `jepatok align-text --codec TOKENIZER --data PRETOK --out ALIGNED` and train on ALIGNED"
+            )
+        text_frames = split[TEXT_FRAMES_COLUMN]
     examples, stats = build_examples(
-        split["audio_codes"], texts, tokenizer, args.sequence_mode, flat_limit, args.mask_text_labels
+        split["audio_codes"],
+        texts,
+        tokenizer,
+        args.sequence_mode,
+        flat_limit,
+        args.mask_text_labels,
+        tts_layout=args.tts_layout,
+        text_frames=text_frames,
     )
     if frame:
         from .frame_model import FrameDataset, to_frame_example
@@ -363,6 +380,8 @@ def _build_model(args: LMTrainArgs, tokenizer):
             model.config.jepatok = lm_metadata(tokenizer)
     else:
         model = build_lm(args.model_preset, tokenizer, seed=args.seed, **args.model_overrides)
+    if getattr(model.config, "jepatok", None) is not None:  # the layout the generation pipeline must follow
+        model.config.jepatok = {**model.config.jepatok, "tts_layout": args.tts_layout}
     if args.audio_digit_radix:
         from .factorized import add_audio_digit_factors
 
@@ -417,7 +436,10 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
     eval_set = make_packed(splits[args.eval_split], tokenizer, args)[0] if args.eval_split in splits else None
     eval_rows = splits.get(args.eval_split)
     gain_rows = None  # the text-gain examples, picked once per run
-    if eval_rows is not None and args.eval_text_gain_examples and "text" in eval_rows.column_names:
+    # the text gain compares the prefix layout with and without its text; an interleaved LM reads the text
+    # inside the audio part too, so the measure does not apply to it
+    gain_on = args.eval_text_gain_examples and args.tts_layout == "prefix"
+    if eval_rows is not None and gain_on and "text" in eval_rows.column_names:
         from .text_gain import NoTextGainExamples, pick_text_rows
 
         try:

@@ -232,6 +232,22 @@ if [ "$PITCH_ENV_STEPS" -gt 0 ] && [ "$ENVY_STEPS" -gt 0 ] && [ "$S2Y_STEPS" -gt
     [ -f "$RUN/lmp/final/config.json" ] || { log "lmp start"; $LM_LAUNCH train-lm --recipe small --data "$RUN/pretok_p" \
         --tokenizer "$RUN/tokenizer_p" --output-dir "$RUN/lmp" --max-steps "$LMP_STEPS" $LM_EXTRA \
         init_from="$RUN/lmq/final" > "$RUN/lmp.log" 2>&1; log "lmp done"; }
+    # The interleaved LM (LMI_STEPS > 0): a phoneme scorer trained on the codes (the shipped one: `probe-phonemes
+    # --hidden 192 --steps 6000 --save-scorer`, 13 min), `align-text` puts each text piece of pretok_p on the codec
+    # frame it starts in (CTC forced alignment through the scorer, 4.7 min), and the LM continues from lmp on the
+    # interleaved TTS layout (tts_layout=interleaved: every piece again inside the audio part, before its frame).
+    LMI_STEPS=${LMI_STEPS:-0}
+    if [ "$LMI_STEPS" -gt 0 ]; then
+      [ -f "$RUN/scorer/config.json" ] || { log "scorer start"; $J probe-phonemes --codec "$RUN/tokenizer_p" \
+          --data "$RUN/pretok_p" --no-control --hidden 192 --steps 6000 --save-scorer "$RUN/scorer" \
+          > "$RUN/scorer.log" 2>&1; log "scorer done"; }
+      [ -f "$RUN/pretok_pa/dataset_dict.json" ] || { log "align start"; $J align-text --codec "$RUN/tokenizer_p" \
+          --data "$RUN/pretok_p" --out "$RUN/pretok_pa" --phoneme-scorer "$RUN/scorer" > "$RUN/align.log" 2>&1; \
+          log "align done"; }
+      [ -f "$RUN/lmi/final/config.json" ] || { log "lmi start"; $LM_LAUNCH train-lm --recipe small \
+          --data "$RUN/pretok_pa" --tokenizer "$RUN/tokenizer_p" --output-dir "$RUN/lmi" --max-steps "$LMI_STEPS" \
+          $LM_EXTRA init_from="$RUN/lmp/final" tts_layout=interleaved > "$RUN/lmi.log" 2>&1; log "lmi done"; }
+    fi
     # The frame-level LM (LMF_STEPS > 0; recipes/lm/$LMF_RECIPE.yaml, by default the FSQ-digit frame LM):
     # trained from scratch on the same phoneme tokenizer and pre-tokenized corpus (one backbone step per codec
     # frame; README "Frame-level mode").
