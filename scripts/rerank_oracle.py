@@ -50,14 +50,14 @@ def main() -> None:
     clips = pick_sentences(load_clips(args.data), args.max_sentences, 4, 16)
     pipe = SpeechGenerationPipeline(model=lm, tokenizer=tok, device=lm.device)
     asr = SpeechRecognizer(cpu_threads=max(1, torch.get_num_threads()))
-    eos, n = int(tok.eos_token_id), args.candidates
+    n = args.candidates
     rows, t0 = [], time.time()
     for i, clip in enumerate(clips):
         prompt = pipe.preprocess(clip.text)
         max_s = min(12.0, 1.0 + 0.6 * len(clip.text.split()))
         with torch.inference_mode():
             gen = pipe._generate([prompt] * n, args.temperature, args.top_k, 1.0, True, max_s, 1, i, 1.0)
-        audio_ids = [[x for x in g if x != eos] for g in gen]
+        audio_ids = [[x for x in g if tok.is_audio_id(x)] for g in gen]  # an interleaved LM's rows hold text too
         codes = [tok.ids_to_codes(a) for a in audio_ids]
         nll = scorer.score_codes(tok.codec, codes, clip.text).tolist()
         per = scorer.score_codes(tok.codec, codes, clip.text, metric="per").tolist()
@@ -70,7 +70,7 @@ def main() -> None:
                 "words": rates[0].words,
                 "nll": nll,
                 "per": per,
-                "ids": audio_ids,
+                "ids": gen,
                 "edits": [r.wer * r.words for r in rates],
                 "hyps": hyps,
                 "seconds": [len(w) / sr for w, sr in waves],

@@ -4,6 +4,8 @@ tiny `train-lm` run that the pipeline then follows."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from lm_helpers import (  # noqa: F401  (single_thread: autouse fixture)
@@ -164,6 +166,18 @@ def test_interleaved_grammar_reads_the_text_in_order_and_ends_only_after_it():
     assert _allowed(short, [tts], V)[0] == slot0 | {t1}
     assert _allowed(short, [tts + frame], V)[0] == {tok.eos_token_id}
     assert short.max_text_tokens([tts, cont]) == 2
+    # With text_ids, the next piece gets the LM's probability of reading any piece there.
+    text_ids = [t1, t2, t2 + 1]
+    pooled = InterleavedTextLogitsProcessor(grammar, tok.text_token_id, text_ids=text_ids)
+    scores = torch.zeros(1, V)
+    scores[0, text_ids] = torch.tensor([0.0, 1.0, 2.0])
+    out = pooled(torch.tensor([tts]), scores)
+    assert math.isclose(
+        float(out[0, t1]), float(torch.logsumexp(torch.tensor([0.0, 1.0, 2.0]), 0)), rel_tol=1e-6
+    )
+    assert not torch.isfinite(out[0, [t2, t2 + 1]]).any() and float(out[0, tok.audio_offset]) == 0.0
+    with pytest.raises(ValueError, match="text_ids must lie below the audio ids"):
+        InterleavedTextLogitsProcessor(grammar, tok.text_token_id, text_ids=[tok.audio_offset])
     voice = InterleavedTextLogitsProcessor(grammar, tok.text_token_id)
     with pytest.raises(ValueError, match="voice prompt's frames are not supported"):
         voice(torch.tensor([tts + frame]), torch.zeros(1, V))

@@ -249,11 +249,14 @@ class SpeechGenerationPipeline(Pipeline):
                     "guidance_scale needs the prefix TTS layout; this LM reads its text inside the audio part "
                     "(tts_layout='interleaved'), so there is no text-free branch to guide against: use 1.0"
                 )
+            tok = self.tokenizer
+            special = {int(i) for i in tok.all_special_ids}
             processor = InterleavedTextLogitsProcessor(
                 self.grammar,
-                int(self.tokenizer.text_token_id),
+                int(tok.text_token_id),
                 max_seconds=max_seconds,
                 min_frames=min_frames,
+                text_ids=[i for i in range(int(tok.audio_offset)) if i not in special],
             )
             extra_new = processor.max_text_tokens([p.input_ids for p in prompts])
         else:

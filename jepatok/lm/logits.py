@@ -201,10 +201,16 @@ class InterleavedTextLogitsProcessor(FrameGrammarLogitsProcessor):
     A row without text (a continuation prompt, whose own frames count) follows the plain frame grammar. A
     processor serves one `generate` call (it reads the prompts on its first step).
 
+    Which piece comes next is known, so the LM only decides *when* to read it. With `text_ids` given (the
+    vocabulary's text pieces), the next piece gets the probability the LM gives to reading any piece there (the
+    log-sum-exp of the text ids' logits), so an LM that is sure a piece comes but unsure which one still reads
+    on; without, only the next piece's own logit counts.
+
     Args:
         grammar: the token layout.
         text_token_id: id of `<text>`.
         max_seconds / min_frames: as in `FrameGrammarLogitsProcessor`.
+        text_ids: the ids of the text pieces (pooled as above), or None.
     """
 
     def __init__(
@@ -213,9 +219,20 @@ class InterleavedTextLogitsProcessor(FrameGrammarLogitsProcessor):
         text_token_id: int,
         max_seconds: float | None = None,
         min_frames: int = 1,
+        text_ids: list[int] | torch.Tensor | None = None,
     ):
         super().__init__(grammar, max_seconds=max_seconds, min_frames=min_frames)
         self.text_token_id = int(text_token_id)
+        self.text_ids = None if text_ids is None else torch.as_tensor(text_ids, dtype=torch.long).flatten()
+        if self.text_ids is not None:
+            if self.text_ids.numel() == 0:
+                raise ValueError("text_ids must name at least one text piece (or be None)")
+            bad = (self.text_ids < 0) | (self.text_ids >= grammar.audio_offset)
+            if bool(bad.any()):
+                raise ValueError(
+                    f"text_ids must lie below the audio ids (audio_offset {grammar.audio_offset}), got "
+                    f"{self.text_ids[bad][:5].tolist()}"
+                )
         self._prompt_len: int | None = None
         self._pieces: torch.Tensor | None = None  # [B, L] text ids, -1 padded
         self._n_pieces: torch.Tensor | None = None  # [B]
@@ -288,6 +305,10 @@ class InterleavedTextLogitsProcessor(FrameGrammarLogitsProcessor):
         next_piece = self._pieces[rows, n_read.clamp(max=self._pieces.shape[1] - 1)]
         offer = at_boundary & left
         allowed[rows[offer], next_piece[offer]] = True
+        if self.text_ids is not None and bool(offer.any()):
+            pooled = torch.logsumexp(scores[:, self.text_ids.to(scores.device)].float(), dim=-1)
+            scores = scores.clone()
+            scores[rows[offer], next_piece[offer]] = pooled[offer].to(scores.dtype)
         eos_ok = at_boundary & (frames >= self.min_frames) & ~left
         if self.max_frames is not None:
             force = at_boundary & (frames >= self.max_frames)
