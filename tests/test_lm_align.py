@@ -26,6 +26,7 @@ from jepatok.lm.align import (
     interleave_tts_ids,
     piece_frames,
     piece_symbols,
+    reading_rate,
 )
 from jepatok.lm.data import IGNORE_INDEX, build_examples
 from jepatok.lm.logits import FrameGrammar, InterleavedTextLogitsProcessor
@@ -178,6 +179,21 @@ def test_interleaved_grammar_reads_the_text_in_order_and_ends_only_after_it():
     assert not torch.isfinite(out[0, [t2, t2 + 1]]).any() and float(out[0, tok.audio_offset]) == 0.0
     with pytest.raises(ValueError, match="text_ids must lie below the audio ids"):
         InterleavedTextLogitsProcessor(grammar, tok.text_token_id, text_ids=[tok.audio_offset])
+    # A schedule of 1.5 pieces per frame: before frame 0, round(1.5) = 2 pieces; with slack 1 at least 1 and at
+    # most 3 of the text's 4 pieces are read there, and the LM decides in between.
+    sched = InterleavedTextLogitsProcessor(grammar, tok.text_token_id, pieces_per_frame=1.5, reading_slack=1)
+    four = tts[:4] + [t2, t2] + tts[4:]  # text t1 t2 t2 t2
+    assert _allowed(sched, [four], V)[0] == {t1}
+    assert _allowed(sched, [four + [t1]], V)[0] == slot0 | {t2}
+    assert _allowed(sched, [four + [t1, t2]], V)[0] == slot0 | {t2}
+    assert _allowed(sched, [four + [t1, t2, t2]], V)[0] == slot0
+    three = tts[:4] + [t2] + tts[4:]  # text t1 t2 t2
+    strict = InterleavedTextLogitsProcessor(grammar, tok.text_token_id, pieces_per_frame=1.5)
+    assert _allowed(strict, [three], V)[0] == {t1}  # slack 0: the schedule decides alone
+    assert _allowed(strict, [three + [t1]], V)[0] == {t2}
+    assert _allowed(strict, [three + [t1, t2]], V)[0] == slot0
+    with pytest.raises(ValueError, match="pieces_per_frame must be > 0"):
+        InterleavedTextLogitsProcessor(grammar, tok.text_token_id, pieces_per_frame=0.0)
     voice = InterleavedTextLogitsProcessor(grammar, tok.text_token_id)
     with pytest.raises(ValueError, match="voice prompt's frames are not supported"):
         voice(torch.tensor([tts + frame]), torch.zeros(1, V))
@@ -262,6 +278,8 @@ def test_align_text_cli_then_train_interleaved_and_generate_in_order(tmp_path, c
     final = train(run).final_dir
     lm = AutoModelForCausalLM.from_pretrained(final)
     assert tts_layout(lm) == "interleaved"
+    rate = lm.config.jepatok["pieces_per_frame"]  # the train split's reading rate, recorded for generation
+    assert rate == pytest.approx(reading_rate(aligned["train"][TEXT_FRAMES_COLUMN]), abs=1e-4) and rate > 0
     from jepatok.lm.text_gain import text_gain
 
     with pytest.raises(ValueError, match="does not apply to it"):
@@ -281,15 +299,37 @@ def test_align_text_cli_then_train_interleaved_and_generate_in_order(tmp_path, c
             assert read == want or not whole
             assert result["audio"].shape == (frames * hop,)
 
-    check(pipe([text] * 3, max_seconds=max_frames / tok.frame_rate, seed=0), whole=False)
-    # An LM that prefers text pieces (a bias on their logits) reads the whole text, in order, then speaks.
+    def read_before_frames(ids: list[int]) -> list[int]:
+        """Pieces read before each frame started."""
+        counts, read, audio = [], 0, 0
+        for i in ids:
+            if tok.is_audio_id(i):
+                if audio % tok.tokens_per_frame == 0:
+                    counts.append(read)
+                audio += 1
+            elif i != tok.eos_token_id:
+                read += 1
+        return counts
+
+    limit = max_frames / tok.frame_rate
+    # By default the pipeline reads on the recorded schedule: round((t + 1) * rate) pieces before frame t.
+    for result in pipe([text] * 3, max_seconds=limit, seed=0):
+        counts = read_before_frames(result["ids"])
+        assert counts == [min(len(want), round((t + 1) * rate)) for t in range(len(counts))]
+    check(pipe([text] * 3, max_seconds=limit, seed=0, reading_rate=1.0, reading_slack=1), whole=False)
+    with pytest.raises(ValueError, match="reading_slack must be an int >= 0"):
+        pipe(text, max_seconds=limit, reading_slack=-1)
+    with pytest.raises(ValueError, match="reading_rate must be a number of text pieces per frame > 0"):
+        pipe(text, max_seconds=limit, reading_rate=0)
+    # An LM that prefers text pieces (a bias on their logits), left to decide alone, reads the whole text, in
+    # order, then speaks.
     head = lm.lm_head
     biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
     biased.weight.data.copy_(head.weight.data)
     biased.bias.data.zero_()
     biased.bias.data[torch.tensor(want)] = 30.0
     lm.lm_head = biased
-    out = pipe([text] * 2, max_seconds=max_frames / tok.frame_rate, seed=0)
+    out = pipe([text] * 2, max_seconds=limit, seed=0, reading_slack=1000)
     check(out, whole=True)
     assert out[0]["ids"][: len(want)] == want
     with pytest.raises(ValueError, match="tts_layout='interleaved'"):

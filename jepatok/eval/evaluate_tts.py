@@ -128,6 +128,8 @@ def evaluate_tts(
     phoneme_scorer=None,
     samples: int = 1,
     rerank_metric: str = "per",
+    reading_rate: float | None = None,
+    reading_slack: int | None = None,
 ) -> dict:
     """Speak each clip's text with `lm`, transcribe it, its recording and (with `resynthesis`) the codec's
     resynthesis of the recording; write the outputs (module docstring) and return the metrics.
@@ -148,6 +150,8 @@ def evaluate_tts(
         phoneme_scorer: scorer for num_candidates > 1 (`PhonemeScorer`, its directory, or "small").
         rerank_metric: what ranks the candidates ("per" or "nll", `SpeechGenerationPipeline`).
         samples: outputs per sentence (one batch seeded seed + i); the TTS rates are over all of them.
+        reading_rate / reading_slack: an interleaved LM's reading schedule (`SpeechGenerationPipeline`; None:
+            the pipeline's defaults).
     """
     import torch
     from tqdm.auto import tqdm
@@ -182,6 +186,8 @@ def evaluate_tts(
             top_k=top_k,
             seed=seed + i,
             guidance_scale=guidance_scale,
+            reading_rate=reading_rate,
+            reading_slack=reading_slack,
             **rerank,
         )
         # K samples in one batch (one seed): a second batch would repeat the first one's draws
@@ -248,6 +254,8 @@ def evaluate_tts(
             "num_candidates": num_candidates,
             "rerank_metric": rerank_metric if num_candidates > 1 else None,
             "samples": samples,
+            "reading_rate": reading_rate,
+            "reading_slack": reading_slack,
         },
         "tts": tts,
         "ground_truth": gt,
@@ -296,7 +304,7 @@ def summary_lines(metrics: dict) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..lm.args import add_rerank_arguments
+    from ..lm.args import add_reading_arguments, add_rerank_arguments
 
     parser.add_argument(
         "--lm", default="small", help="LM directory or shipped checkpoint name (default: small)"
@@ -315,6 +323,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--guidance-scale", type=float, default=1.0, help="classifier-free guidance toward the text (1 = off)"
     )
     add_rerank_arguments(parser)
+    add_reading_arguments(parser)
     parser.add_argument(
         "--samples",
         type=int,
@@ -353,6 +362,8 @@ def run(args: argparse.Namespace) -> int:
         phoneme_scorer=args.phoneme_scorer,
         samples=args.samples,
         rerank_metric=args.rerank_metric,
+        reading_rate=args.reading_rate,
+        reading_slack=args.reading_slack,
     )
     print("\n".join(summary_lines(metrics)))
     print(f"wrote {Path(args.out) / 'metrics.json'}")

@@ -198,6 +198,16 @@ def align_text_frames(
     return out
 
 
+def reading_rate(text_frames: list[list[int]]) -> float:
+    """Text pieces per codec frame while speaking: all pieces over the frames up to each row's last piece
+    (trailing silence left out). The generation pipeline's reading schedule for an interleaved LM
+    (`config.jepatok["pieces_per_frame"]`, written by train-lm)."""
+    rows = [f for f in text_frames if f]
+    if not rows:
+        raise ValueError("no row has text frames: cannot measure a reading rate")
+    return sum(len(f) for f in rows) / sum(int(f[-1]) + 1 for f in rows)
+
+
 def interleave_tts_ids(tokenizer, text_ids: list[int], codes, frames: list[int]) -> list[int]:
     """`<bos> <text> pieces <audio>` then, frame by frame, the pieces aligned to the frame and its audio ids,
     then `<eos>` (pieces aligned past the last frame come just before it)."""

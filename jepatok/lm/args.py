@@ -308,3 +308,21 @@ def add_rerank_arguments(parser) -> None:
         choices=["per", "nll"],
         help="what ranks the candidates (default per)",
     )
+
+
+def add_reading_arguments(parser) -> None:
+    """The interleaved LM's reading schedule (`tts_layout="interleaved"`), shared by `jepatok generate` and
+    `jepatok eval-tts`; ignored by prefix-layout LMs."""
+    parser.add_argument(
+        "--reading-rate",
+        type=float,
+        default=None,
+        help="text pieces read per frame (default: the rate the interleaved LM recorded from its training data)",
+    )
+    parser.add_argument(
+        "--reading-slack",
+        type=int,
+        default=None,
+        help="pieces the LM may read ahead of or behind that schedule, deciding itself when (default 0; large = "
+        "the LM decides alone)",
+    )

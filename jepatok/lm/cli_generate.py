@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .args import add_rerank_arguments
+    from .args import add_reading_arguments, add_rerank_arguments
 
     parser.add_argument("--lm", required=True, help="trained LM directory (train-lm's OUTPUT_DIR/final)")
     parser.add_argument(
@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="classifier-free guidance toward the text (1 = off, e.g. 2 follows the text more closely)",
     )
     add_rerank_arguments(parser)
+    add_reading_arguments(parser)
     parser.add_argument(
         "--max-seconds", type=float, default=10.0, help="maximum audio length (prompt included)"
     )
@@ -116,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds,
         seed=args.seed,
         include_prompt_audio=args.include_prompt,
+        reading_rate=args.reading_rate,
+        reading_slack=args.reading_slack,
         **(
             {
                 "num_candidates": args.num_candidates,

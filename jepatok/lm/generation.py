@@ -33,6 +33,10 @@ from .logits import (
 from .modeling import check_lm_tokenizer, is_frame_lm, tts_layout
 
 CONTINUATION_TASK = "speech-continuation"
+#: An interleaved LM reads its text on a schedule of `reading_rate` pieces per frame (by default the rate it
+#: recorded from its training data): before frame t it has read round((t + 1) * rate) pieces, give or take
+#: `reading_slack`, within which the LM itself decides when to read (a large slack leaves it all to the LM).
+DEFAULT_READING_SLACK = 0
 
 
 @dataclass
@@ -122,6 +126,8 @@ class SpeechGenerationPipeline(Pipeline):
         num_candidates=None,
         phoneme_scorer=None,
         rerank_metric=None,
+        reading_rate=None,
+        reading_slack=None,
         include_prompt_audio=None,
         sampling_rate=None,
         **kwargs,
@@ -143,6 +149,8 @@ class SpeechGenerationPipeline(Pipeline):
                 num_candidates=None if num_candidates is None else check_num_candidates(num_candidates),
                 phoneme_scorer=phoneme_scorer,
                 rerank_metric=None if rerank_metric is None else check_rerank_metric(rerank_metric),
+                reading_rate=None if reading_rate is None else check_reading_rate(reading_rate),
+                reading_slack=None if reading_slack is None else check_reading_slack(reading_slack),
             ).items()
             if v is not None
         }
@@ -196,8 +204,21 @@ class SpeechGenerationPipeline(Pipeline):
         num_candidates: int = 1,
         phoneme_scorer=None,
         rerank_metric: str = "per",
+        reading_rate: float | None = None,
+        reading_slack: int = DEFAULT_READING_SLACK,
     ) -> dict[str, Any]:
-        settings = (temperature, top_k, top_p, do_sample, max_seconds, min_frames, seed, guidance_scale)
+        settings = (
+            temperature,
+            top_k,
+            top_p,
+            do_sample,
+            max_seconds,
+            min_frames,
+            seed,
+            guidance_scale,
+            reading_rate,
+            reading_slack,
+        )
         if num_candidates == 1:
             return {"generated": self._generate(prompts, *settings), "prompts": prompts}
         for p in prompts:
@@ -236,8 +257,11 @@ class SpeechGenerationPipeline(Pipeline):
         min_frames: int,
         seed: int | None,
         guidance_scale: float,
+        reading_rate: float | None = None,
+        reading_slack: int = DEFAULT_READING_SLACK,
     ) -> list[list[int]]:
-        """Sample each prompt once: its new ids (audio ids, then `<eos>` when the LM ended the utterance)."""
+        """Sample each prompt once: its new ids (audio ids, then `<eos>` when the LM ended the utterance; an
+        interleaved LM's rows also hold the text pieces it read)."""
         if is_frame_lm(self.model):
             return self._forward_frames(
                 prompts, temperature, top_k, top_p, do_sample, max_seconds, min_frames, seed, guidance_scale
@@ -257,6 +281,8 @@ class SpeechGenerationPipeline(Pipeline):
                 max_seconds=max_seconds,
                 min_frames=min_frames,
                 text_ids=[i for i in range(int(tok.audio_offset)) if i not in special],
+                pieces_per_frame=reading_rate if reading_rate is not None else lm_reading_rate(self.model),
+                reading_slack=reading_slack,
             )
             extra_new = processor.max_text_tokens([p.input_ids for p in prompts])
         else:
@@ -427,6 +453,27 @@ def check_rerank_metric(metric) -> str:
     if metric not in SCORE_METRICS:
         raise ValueError(f"rerank_metric must be one of {SCORE_METRICS}, got {metric!r}")
     return metric
+
+
+def check_reading_rate(rate) -> float:
+    """An interleaved LM's reading schedule in text pieces per frame (> 0)."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+        raise ValueError(f"reading_rate must be a number of text pieces per frame > 0, got {rate!r}")
+    return float(rate)
+
+
+def check_reading_slack(slack) -> int:
+    """How many pieces an interleaved LM may read ahead of or behind its schedule (an int >= 0)."""
+    if isinstance(slack, bool) or not isinstance(slack, int) or slack < 0:
+        raise ValueError(f"reading_slack must be an int >= 0, got {slack!r}")
+    return slack
+
+
+def lm_reading_rate(model) -> float | None:
+    """The pieces per frame an interleaved LM recorded from its training data (None when not recorded)."""
+    inner = getattr(model, "module", model)
+    rate = (getattr(inner.config, "jepatok", None) or {}).get("pieces_per_frame")
+    return None if rate is None else float(rate)
 
 
 def check_num_candidates(n) -> int:

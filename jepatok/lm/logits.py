@@ -220,8 +220,15 @@ class InterleavedTextLogitsProcessor(FrameGrammarLogitsProcessor):
         max_seconds: float | None = None,
         min_frames: int = 1,
         text_ids: list[int] | torch.Tensor | None = None,
+        pieces_per_frame: float | None = None,
+        reading_slack: int = 0,
     ):
         super().__init__(grammar, max_seconds=max_seconds, min_frames=min_frames)
+        if pieces_per_frame is not None and pieces_per_frame <= 0:
+            raise ValueError(f"pieces_per_frame must be > 0 (or None), got {pieces_per_frame}")
+        if reading_slack < 0:
+            raise ValueError(f"reading_slack must be >= 0, got {reading_slack}")
+        self.pieces_per_frame, self.reading_slack = pieces_per_frame, int(reading_slack)
         self.text_token_id = int(text_token_id)
         self.text_ids = None if text_ids is None else torch.as_tensor(text_ids, dtype=torch.long).flatten()
         if self.text_ids is not None:
@@ -304,6 +311,12 @@ class InterleavedTextLogitsProcessor(FrameGrammarLogitsProcessor):
         rows = torch.arange(new.shape[0], device=scores.device)
         next_piece = self._pieces[rows, n_read.clamp(max=self._pieces.shape[1] - 1)]
         offer = at_boundary & left
+        if self.pieces_per_frame is not None:
+            # the reading schedule: before frame t, round((t + 1) * pieces_per_frame) pieces, +- reading_slack
+            target = torch.round((frames + 1).float() * self.pieces_per_frame).long()
+            must = offer & (n_read < target - self.reading_slack)
+            offer = offer & (n_read < target + self.reading_slack)
+            allowed[must] = False  # no frame and no <eos> before the scheduled pieces are read
         allowed[rows[offer], next_piece[offer]] = True
         if self.text_ids is not None and bool(offer.any()):
             pooled = torch.logsumexp(scores[:, self.text_ids.to(scores.device)].float(), dim=-1)

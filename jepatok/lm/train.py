@@ -448,6 +448,12 @@ def train(args: LMTrainArgs, resume: bool = False) -> TrainResult:
             gain_rows = None
 
     model = _build_model(args, tokenizer)
+    if args.tts_layout == "interleaved" and args.sequence_mode != "continuation":
+        from .align import TEXT_FRAMES_COLUMN, reading_rate
+
+        # the pipeline's default reading schedule: the train split's pieces per frame
+        rate = round(reading_rate(splits["train"][TEXT_FRAMES_COLUMN]), 4)
+        model.config.jepatok = {**model.config.jepatok, "pieces_per_frame": rate}
     optimizer = make_optimizer(model, args)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, args.warmup_steps, args.max_steps, args.min_lr_ratio)
