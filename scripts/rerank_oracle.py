@@ -34,6 +34,9 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top-k", type=int, default=50)
     parser.add_argument("--max-sentences", type=int, default=48)
+    parser.add_argument(
+        "--reading-slack", type=int, default=0, help="an interleaved LM's reading slack (pipeline default 0)"
+    )
     parser.add_argument("--out", required=True, help="per-sentence JSON")
     args = parser.parse_args()
 
@@ -56,8 +59,22 @@ def main() -> None:
         prompt = pipe.preprocess(clip.text)
         max_s = min(12.0, 1.0 + 0.6 * len(clip.text.split()))
         with torch.inference_mode():
-            gen = pipe._generate([prompt] * n, args.temperature, args.top_k, 1.0, True, max_s, 1, i, 1.0)
-        audio_ids = [[x for x in g if tok.is_audio_id(x)] for g in gen]  # an interleaved LM's rows hold text too
+            gen = pipe._generate(
+                [prompt] * n,
+                args.temperature,
+                args.top_k,
+                1.0,
+                True,
+                max_s,
+                1,
+                i,
+                1.0,
+                None,
+                args.reading_slack,
+            )
+        audio_ids = [
+            [x for x in g if tok.is_audio_id(x)] for g in gen
+        ]  # an interleaved LM's rows hold text too
         codes = [tok.ids_to_codes(a) for a in audio_ids]
         nll = scorer.score_codes(tok.codec, codes, clip.text).tolist()
         per = scorer.score_codes(tok.codec, codes, clip.text, metric="per").tolist()
