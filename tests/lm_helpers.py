@@ -15,6 +15,19 @@ TEXTS = [
 ] * 10
 
 
+#: Tiny-recipe train-lm settings that finish in seconds (tests of `jepatok train-lm`).
+FAST_TRAIN = dict(
+    block_size=96,
+    per_device_batch_size=1,
+    warmup_steps=1,
+    logging_steps=1,
+    eval_steps=3,
+    save_steps=1,
+    max_eval_blocks=2,
+    max_steps=3,
+)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def single_thread():
     """Run a test module on one intra-op thread (restored afterwards).

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from lm_helpers import (  # noqa: F401  (single_thread: autouse fixture)
+    FAST_TRAIN,
     TEXTS,
     ipa_speech_tokenizer,
     make_pretokenized,
@@ -252,10 +253,8 @@ def test_align_text_cli_then_train_interleaved_and_generate_in_order(tmp_path, c
     assert "exists; choose a new --out (nothing was written)" in capsys.readouterr().err
     # training on data without the column says what to run
     args = dict(
+        FAST_TRAIN,
         block_size=256,
-        per_device_batch_size=1,
-        warmup_steps=1,
-        logging_steps=1,
         eval_steps=0,
         save_steps=0,
         max_steps=2,

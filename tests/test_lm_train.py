@@ -11,22 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from lm_helpers import make_pretokenized, single_thread, speech_tokenizer  # noqa: F401  (autouse fixture)
+from lm_helpers import (  # noqa: F401  (single_thread: autouse fixture)
+    FAST_TRAIN,
+    make_pretokenized,
+    single_thread,
+    speech_tokenizer,
+)
 
 import jepatok.lm.train as lm_train
 from jepatok.lm.args import LMTrainArgs
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = dict(
-    block_size=96,
-    per_device_batch_size=1,
-    warmup_steps=1,
-    logging_steps=1,
-    eval_steps=3,
-    save_steps=1,
-    max_eval_blocks=2,
-    max_steps=3,
-)
+FAST = FAST_TRAIN
 
 
 @pytest.fixture(scope="module")

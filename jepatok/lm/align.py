@@ -183,9 +183,7 @@ def align_text_frames(
         T = c.shape[0]
         symbol_frames: list[int | None] = [None] * len(symbols)
         try:
-            with torch.no_grad():
-                latent = codec.dequantize(c[None]).float()[0]
-                lp = scorer.probe(((latent.cpu() - scorer.feature_mean) / scorer.feature_std)[None])[0]
+            lp = scorer.log_probs(scorer.code_latents(codec, [c])[0])
             steps = ctc_forced_align(lp, [scorer.symbol_ids[symbols[k]] for k in known])
             for k, step in zip(known, steps):
                 symbol_frames[k] = step // scorer.probe.upsample
@@ -208,6 +206,10 @@ def reading_rate(text_frames: list[list[int]]) -> float:
     return sum(len(f) for f in rows) / sum(int(f[-1]) + 1 for f in rows)
 
 
+class TextFramesMismatch(ValueError):
+    """`text_frames` that are not one non-decreasing frame per text piece."""
+
+
 def interleave_tts_ids(tokenizer, text_ids: list[int], codes, frames: list[int]) -> list[int]:
     """`<bos> <text> pieces <audio>` then, frame by frame, the pieces aligned to the frame and its audio ids,
     then `<eos>` (pieces aligned past the last frame come just before it)."""
@@ -215,9 +217,9 @@ def interleave_tts_ids(tokenizer, text_ids: list[int], codes, frames: list[int])
     G = int(tokenizer.tokens_per_frame)
     T = len(audio) // G
     if len(frames) != len(text_ids):
-        raise ValueError(f"{len(frames)} text frames for {len(text_ids)} text pieces")
+        raise TextFramesMismatch(f"{len(frames)} text frames for {len(text_ids)} text pieces")
     if any(b < a for a, b in zip(frames, frames[1:])):
-        raise ValueError(f"text frames must not decrease, got {frames}")
+        raise TextFramesMismatch(f"text frames must not decrease, got {frames}")
     ids = [
         int(tokenizer.bos_token_id),
         int(tokenizer.text_token_id),

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from .data import TTS_LAYOUTS
+
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "recipes" / "lm"
 
 
@@ -143,8 +145,8 @@ class LMTrainArgs:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.sequence_mode not in ("tts", "continuation", "both"):
             raise ValueError(f"sequence_mode must be tts, continuation or both, got {self.sequence_mode!r}")
-        if self.tts_layout not in ("prefix", "interleaved"):
-            raise ValueError(f"tts_layout must be prefix or interleaved, got {self.tts_layout!r}")
+        if self.tts_layout not in TTS_LAYOUTS:
+            raise ValueError(f"tts_layout must be one of {TTS_LAYOUTS}, got {self.tts_layout!r}")
         if self.tts_layout == "interleaved" and self.architecture != "flat":
             raise ValueError("tts_layout=interleaved is a flat-LM layout; architecture=frame needs prefix")
         if self.mixed_precision not in ("no", "bf16", "fp16"):

@@ -22,6 +22,10 @@ import torch
 
 IGNORE_INDEX = -100
 SEQUENCE_MODES = ("tts", "continuation", "both")
+#: How a TTS example lays out its text (`LMTrainArgs.tts_layout`): "prefix" = `<bos> <text> pieces <audio> frames
+#: <eos>`; "interleaved" = the same prefix, and inside the audio part each piece again just before the frame it is
+#: aligned to (`jepatok.lm.align`).
+TTS_LAYOUTS = ("prefix", "interleaved")
 
 
 @dataclass
@@ -99,8 +103,8 @@ def build_examples(
         raise ValueError(f"mode must be one of {SEQUENCE_MODES}, got {mode!r}")
     if len(audio_codes) != len(texts):
         raise ValueError(f"{len(audio_codes)} audio_codes rows but {len(texts)} texts")
-    if tts_layout not in ("prefix", "interleaved"):
-        raise ValueError(f"tts_layout must be prefix or interleaved, got {tts_layout!r}")
+    if tts_layout not in TTS_LAYOUTS:
+        raise ValueError(f"tts_layout must be one of {TTS_LAYOUTS}, got {tts_layout!r}")
     interleaved = tts_layout == "interleaved" and mode in ("tts", "both")
     if interleaved and (text_frames is None or len(text_frames) != len(texts)):
         raise ValueError(
@@ -158,13 +162,15 @@ def build_examples(
 
 def _interleaved_ids(tokenizer, text: str, codes, frames) -> list[int] | None:
     """The interleaved TTS sequence, or None when `frames` is not one non-decreasing frame per text piece."""
-    from .align import interleave_tts_ids
+    from .align import TextFramesMismatch, interleave_tts_ids
 
-    text_ids = tokenizer._text_ids(text)
     frames = [int(f) for f in (frames or [])]
-    if len(frames) != len(text_ids) or any(b < a for a, b in zip(frames, frames[1:])):
+    try:
+        return interleave_tts_ids(
+            tokenizer, tokenizer._text_ids(text), torch.as_tensor(codes, dtype=torch.long), frames
+        )
+    except TextFramesMismatch:
         return None
-    return interleave_tts_ids(tokenizer, text_ids, torch.as_tensor(codes, dtype=torch.long), frames)
 
 
 def pack_examples(lengths: list[int], block_size: int) -> list[list[int]]:

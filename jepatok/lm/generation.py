@@ -30,7 +30,7 @@ from .logits import (
     InterleavedTextLogitsProcessor,
     check_frame_grammar,
 )
-from .modeling import check_lm_tokenizer, is_frame_lm, tts_layout
+from .modeling import check_lm_tokenizer, is_frame_lm, lm_reading_rate, tts_layout
 
 CONTINUATION_TASK = "speech-continuation"
 #: An interleaved LM reads its text on a schedule of `reading_rate` pieces per frame (by default the rate it
@@ -467,13 +467,6 @@ def check_reading_slack(slack) -> int:
     if isinstance(slack, bool) or not isinstance(slack, int) or slack < 0:
         raise ValueError(f"reading_slack must be an int >= 0, got {slack!r}")
     return slack
-
-
-def lm_reading_rate(model) -> float | None:
-    """The pieces per frame an interleaved LM recorded from its training data (None when not recorded)."""
-    inner = getattr(model, "module", model)
-    rate = (getattr(inner.config, "jepatok", None) or {}).get("pieces_per_frame")
-    return None if rate is None else float(rate)
 
 
 def check_num_candidates(n) -> int:

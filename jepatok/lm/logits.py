@@ -122,16 +122,41 @@ class FrameGrammarLogitsProcessor(LogitsProcessor):
             self._audio_any = self._table.any(dim=0)  # [V]
         return self._table, self._audio_any
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def _scored_tables(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The slot table and its any-audio row for `scores` [B, V'] (a padded LM head's extra ids are never
+        legal audio)."""
         g = self.grammar
         vocab = scores.shape[-1]
         if vocab < g.vocab_size:
             raise ValueError(f"scores have {vocab} entries, the grammar needs a vocabulary of {g.vocab_size}")
         table, audio_any = self._tables(scores.device)
-        if vocab > g.vocab_size:  # padded LM head: the extra ids are never legal audio
+        if vocab > g.vocab_size:
             pad = torch.zeros(table.shape[0], vocab - g.vocab_size, dtype=torch.bool, device=scores.device)
             table = torch.cat([table, pad], dim=1)
             audio_any = table.any(dim=0)
+        return table, audio_any
+
+    def _end_rules(
+        self, allowed: torch.Tensor, at_boundary: torch.Tensor, frames: torch.Tensor, eos_ok: torch.Tensor
+    ) -> torch.Tensor:
+        """`<eos>` where `eos_ok`, and forced (nothing else) on a boundary once `max_frames` frames exist."""
+        if self.max_frames is not None:
+            force = at_boundary & (frames >= self.max_frames)
+            allowed = allowed & ~force[:, None]
+            eos_ok = eos_ok | force
+        allowed[:, self.grammar.eos_token_id] |= eos_ok
+        return allowed
+
+    def _masked(self, scores: torch.Tensor, allowed: torch.Tensor, finished: torch.Tensor) -> torch.Tensor:
+        """`scores` with -inf outside `allowed`; finished rows keep only `<eos>` (generate() pads them anyway)."""
+        eos_only = torch.zeros_like(allowed[0])
+        eos_only[self.grammar.eos_token_id] = True
+        allowed = torch.where(finished[:, None], eos_only[None, :], allowed)
+        return scores.masked_fill(~allowed, -math.inf)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        g = self.grammar
+        table, audio_any = self._scored_tables(scores)
         G = g.tokens_per_frame
         last_audio = last_position(input_ids, g.audio_token_id)  # [B]
         has_audio = last_audio >= 0
@@ -139,21 +164,11 @@ class FrameGrammarLogitsProcessor(LogitsProcessor):
         finished = has_audio & (last_position(input_ids, g.eos_token_id) > last_audio)
         slot = n_after % G
         frames = n_after // G
-        allowed = table[slot]  # [B, V]
         at_boundary = slot == 0
-        eos_ok = at_boundary & (frames >= self.min_frames)
-        if self.max_frames is not None:
-            force = at_boundary & (frames >= self.max_frames)
-            allowed = allowed & ~force[:, None]
-            eos_ok = eos_ok | force
-        allowed[:, g.eos_token_id] |= eos_ok
+        allowed = self._end_rules(table[slot], at_boundary, frames, at_boundary & (frames >= self.min_frames))
         # Before `<audio>`: everything but audio ids.
         allowed = torch.where(has_audio[:, None], allowed, ~audio_any[None, :])
-        # Finished rows: only <eos> (generate() replaces it with padding anyway).
-        eos_only = torch.zeros_like(allowed[0])
-        eos_only[g.eos_token_id] = True
-        allowed = torch.where(finished[:, None], eos_only[None, :], allowed)
-        return scores.masked_fill(~allowed, -math.inf)
+        return self._masked(scores, allowed, finished)
 
 
 def check_frame_grammar(
@@ -253,8 +268,7 @@ class InterleavedTextLogitsProcessor(FrameGrammarLogitsProcessor):
         for b in range(input_ids.shape[0]):
             ids = input_ids[b].tolist()
             a = int(audio[b])
-            start = max((i for i, t in enumerate(ids[:a]) if t == self.text_token_id), default=None)
-            text = ids[start + 1 : a] if start is not None else []
+            text = self._text_before(ids, a)
             if text and a != len(ids) - 1:
                 raise ValueError(
                     "an LM of the interleaved layout aligns the text to the audio it generates itself: a "
@@ -273,12 +287,20 @@ class InterleavedTextLogitsProcessor(FrameGrammarLogitsProcessor):
 
     def max_text_tokens(self, prompts: list[list[int]]) -> int:
         """The most pieces any prompt's text has (extra new tokens generation must allow for)."""
-        most = 0
-        for ids in prompts:
-            start = max((i for i, t in enumerate(ids) if t == self.text_token_id), default=None)
-            end = max((i for i, t in enumerate(ids) if t == self.grammar.audio_token_id), default=len(ids))
-            most = max(most, end - start - 1 if start is not None else 0)
-        return most
+        audio = self.grammar.audio_token_id
+        return max(
+            (
+                len(self._text_before(ids, len(ids) - 1 - ids[::-1].index(audio)))
+                for ids in prompts
+                if audio in ids
+            ),
+            default=0,
+        )
+
+    def _text_before(self, ids: list[int], audio_pos: int) -> list[int]:
+        """The text ids between the last `<text>` before `audio_pos` (an `<audio>`) and it; [] without `<text>`."""
+        start = max((i for i, t in enumerate(ids[:audio_pos]) if t == self.text_token_id), default=None)
+        return ids[start + 1 : audio_pos] if start is not None else []
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         g = self.grammar
@@ -288,13 +310,7 @@ class InterleavedTextLogitsProcessor(FrameGrammarLogitsProcessor):
             or len(input_ids) != len(self._pieces)
         ):
             self._read_prompt(input_ids)  # a new generate() call
-        vocab = scores.shape[-1]
-        if vocab < g.vocab_size:
-            raise ValueError(f"scores have {vocab} entries, the grammar needs a vocabulary of {g.vocab_size}")
-        table, _ = self._tables(scores.device)
-        if vocab > g.vocab_size:
-            pad = torch.zeros(table.shape[0], vocab - g.vocab_size, dtype=torch.bool, device=scores.device)
-            table = torch.cat([table, pad], dim=1)
+        table, _ = self._scored_tables(scores)
         G = g.tokens_per_frame
         new = input_ids[:, self._prompt_len :]  # [B, N]
         is_audio = (new >= g.audio_offset) & (new < g.audio_offset + max(g.slot_sizes))
@@ -305,7 +321,7 @@ class InterleavedTextLogitsProcessor(FrameGrammarLogitsProcessor):
         n_audio = self._prompt_audio + (is_audio & before_eos).sum(dim=1)
         n_read = (~is_audio & ~is_eos & before_eos).sum(dim=1)
         slot, frames = n_audio % G, n_audio // G
-        allowed = table[slot].clone()  # [B, V]
+        allowed = table[slot]  # [B, V] (a copy: advanced indexing)
         at_boundary = slot == 0
         left = n_read < self._n_pieces
         rows = torch.arange(new.shape[0], device=scores.device)
@@ -323,12 +339,4 @@ class InterleavedTextLogitsProcessor(FrameGrammarLogitsProcessor):
             scores = scores.clone()
             scores[rows[offer], next_piece[offer]] = pooled[offer].to(scores.dtype)
         eos_ok = at_boundary & (frames >= self.min_frames) & ~left
-        if self.max_frames is not None:
-            force = at_boundary & (frames >= self.max_frames)
-            allowed = allowed & ~force[:, None]
-            eos_ok = eos_ok | force
-        allowed[:, g.eos_token_id] |= eos_ok
-        eos_only = torch.zeros_like(allowed[0])
-        eos_only[g.eos_token_id] = True
-        allowed = torch.where(finished[:, None], eos_only[None, :], allowed)
-        return scores.masked_fill(~allowed, -math.inf)
+        return self._masked(scores, self._end_rules(allowed, at_boundary, frames, eos_ok), finished)

@@ -194,20 +194,26 @@ def load_speech_lm(path: str, **kwargs):
     return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 
-#: How a TTS example lays out its text (`LMTrainArgs.tts_layout`): "prefix" = `<bos> <text> pieces <audio> frames
-#: <eos>`; "interleaved" = the same prefix, and inside the audio part each piece again just before the frame it is
-#: aligned to (`jepatok.lm.align`).
-TTS_LAYOUTS = ("prefix", "interleaved")
+def _stored_metadata(model) -> dict:
+    """`config.jepatok` of `model` (possibly wrapped by DDP/Accelerate), {} when absent."""
+    inner = getattr(model, "module", model)
+    return getattr(getattr(inner, "config", None), "jepatok", None) or {}
 
 
 def tts_layout(model) -> str:
     """The TTS layout a flat LM was trained on (`config.jepatok["tts_layout"]`; "prefix" when not recorded)."""
-    inner = getattr(model, "module", model)
-    stored = getattr(getattr(inner, "config", None), "jepatok", None) or {}
-    layout = stored.get("tts_layout", "prefix")
+    from .data import TTS_LAYOUTS
+
+    layout = _stored_metadata(model).get("tts_layout", "prefix")
     if layout not in TTS_LAYOUTS:
         raise ValueError(f"the LM's config records tts_layout={layout!r}; known layouts: {TTS_LAYOUTS}")
     return layout
+
+
+def lm_reading_rate(model) -> float | None:
+    """The pieces per frame an interleaved LM recorded from its training data (None when not recorded)."""
+    rate = _stored_metadata(model).get("pieces_per_frame")
+    return None if rate is None else float(rate)
 
 
 def is_frame_lm(model) -> bool:

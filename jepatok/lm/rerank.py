@@ -143,9 +143,24 @@ class PhonemeScorer(nn.Module):
                 continue
             if x.dim() != 2 or x.shape[-1] != self.dim:
                 raise ValueError(f"latents must be [T, {self.dim}], got {list(x.shape)}")
-            lp = self.probe(((x.float().cpu() - self.feature_mean) / self.feature_std)[None])[0]
+            lp = self.log_probs(x)
             out[i] = edit_distance(target, greedy_ctc(lp, lp.shape[0])) / len(target)
         return out
+
+    @torch.no_grad()
+    def log_probs(self, latents: torch.Tensor) -> torch.Tensor:
+        """CTC log-probabilities [T * upsample, symbols + 1] of one latent sequence [T, D] (index 0 = blank)."""
+        return self.probe(((latents.float().cpu() - self.feature_mean) / self.feature_std)[None])[0]
+
+    @torch.no_grad()
+    def code_latents(self, codec, codes: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The codec's quantized latents [T_i, D] of packed codes [T_i, G] (an empty candidate gives [0, D])."""
+        return [
+            codec.dequantize(c.long().reshape(1, -1, c.shape[-1])).float()[0]
+            if c.numel()
+            else torch.zeros(0, self.dim)
+            for c in codes
+        ]
 
     def score_codes(self, codec, codes: list[torch.Tensor], text: str, metric: str = "nll") -> torch.Tensor:
         """How badly each candidate's packed codes [T_i, G] spell `text` (lower is better): the CTC NLL of its
@@ -154,15 +169,8 @@ class PhonemeScorer(nn.Module):
             raise ValueError(f"metric must be one of {SCORE_METRICS}, got {metric!r}")
         self.check_codec(codec)
         target = self.target_ids(text)
-        with torch.no_grad():
-            latents = [
-                codec.dequantize(c.long().reshape(1, -1, c.shape[-1])).float()[0]
-                if c.numel()
-                else torch.zeros(0, self.dim)
-                for c in codes
-            ]
         score = self.nll if metric == "nll" else self.phoneme_error_rate
-        return score(latents, [target] * len(codes))
+        return score(self.code_latents(codec, codes), [target] * len(codes))
 
     def check_codec(self, codec) -> None:
         """Raise unless `codec` makes the codes this scorer was trained on."""
